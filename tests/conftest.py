@@ -1,0 +1,29 @@
+"""Shared fixtures: where the reference data lives."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """``../shared`` beside the checkout, or ``$STOPE_SHARED``."""
+    return Path(os.environ.get("STOPE_SHARED", REPO_ROOT.parent / "shared")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    path = shared_dir()
+    if not (path / "vectors" / "expected.json").exists():
+        pytest.fail(f"reference data not found at {path}; set STOPE_SHARED")
+    return path
+
+
+@pytest.fixture(scope="session")
+def vectors(shared: Path) -> dict:
+    return json.loads((shared / "vectors" / "expected.json").read_text())
