@@ -43,3 +43,17 @@ def fold_branch(leaf: bytes, branch: Sequence[bytes]) -> bytes:
     for step in branch:
         root = sha256d(root + step)
     return root
+
+
+WITNESS_COINBASE_LEAF = b"\x00" * 32
+
+
+def witness_merkle_root(wtxids: Sequence[bytes]) -> bytes:
+    """BIP141 witness root over the NON-coinbase wtxids (internal order).
+
+    The coinbase's own leaf is defined as 32 zero bytes (its wtxid would
+    depend on the commitment it carries), so it is supplied here; pass the
+    template's ``hash`` fields reversed, in block order. An empty list (empty
+    template) gives the zero root, which is its own root.
+    """
+    return merkle_root([WITNESS_COINBASE_LEAF, *wtxids])

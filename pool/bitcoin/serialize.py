@@ -40,16 +40,29 @@ def ser_compact_size(n: int) -> bytes:
     return b"\xff" + struct.pack("<Q", n)
 
 
+# Smallest value each CompactSize prefix may carry; anything below is non-canonical.
+_COMPACT_MINIMUM = {0xFD: (0xFD, "<H", 3), 0xFE: (0x10000, "<I", 5), 0xFF: (0x100000000, "<Q", 9)}
+
+
 def deser_compact_size(buf: bytes, pos: int) -> tuple[int, int]:
-    """Read a CompactSize at ``pos``; return (value, new position)."""
+    """Read a CompactSize at ``pos``; return (value, new position).
+
+    Refuses truncated and non-canonical encodings with ``ValueError``, as
+    Bitcoin Core's ``ReadCompactSize`` does ("non-canonical ReadCompactSize()"):
+    a block we parse must re-serialise to exactly the bytes we were given.
+    """
+    if pos >= len(buf):
+        raise ValueError("compact size runs past the end of the buffer")
     first = buf[pos]
     if first < 0xFD:
         return first, pos + 1
-    if first == 0xFD:
-        return struct.unpack_from("<H", buf, pos + 1)[0], pos + 3
-    if first == 0xFE:
-        return struct.unpack_from("<I", buf, pos + 1)[0], pos + 5
-    return struct.unpack_from("<Q", buf, pos + 1)[0], pos + 9
+    minimum, fmt, width = _COMPACT_MINIMUM[first]
+    if pos + width > len(buf):
+        raise ValueError("compact size runs past the end of the buffer")
+    (value,) = struct.unpack_from(fmt, buf, pos + 1)
+    if value < minimum:
+        raise ValueError(f"non-canonical compact size {value} with prefix {first:#04x}")
+    return value, pos + width
 
 
 def ser_string(data: bytes) -> bytes:
@@ -71,3 +84,32 @@ def internal_to_display(raw: bytes) -> str:
 def hash_to_int(raw: bytes) -> int:
     """The numeric value a hash is compared with targets by."""
     return int.from_bytes(raw, "little")
+
+
+def _swap_words(raw: bytes) -> bytes:
+    """Reverse the bytes inside each 4-byte word, keeping the word order."""
+    return b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+
+
+def notify_prevhash(display_hex: str) -> str:
+    """Stratum ``mining.notify`` prevhash for an RPC/GBT ``previousblockhash``.
+
+    Early miners byte-swapped every 32-bit word of the header before hashing,
+    so Stratum V1 sends the prevhash as the internal bytes with each 4-byte
+    word reversed (equivalently: the display hex with its eight 8-char groups
+    in reverse order). Only the prevhash is sent this way.
+    """
+    return _swap_words(display_to_internal(display_hex)).hex()
+
+
+def notify_prevhash_to_internal(notify_hex: str) -> bytes:
+    """Header (internal order) prevhash bytes from a ``mining.notify`` prevhash."""
+    raw = bytes.fromhex(notify_hex)
+    if len(raw) != 32:
+        raise ValueError(f"notify prevhash must be 32 bytes, got {len(raw)}")
+    return _swap_words(raw)
+
+
+def notify_prevhash_to_display(notify_hex: str) -> str:
+    """Inverse of :func:`notify_prevhash`: back to RPC/explorer display hex."""
+    return internal_to_display(notify_prevhash_to_internal(notify_hex))

@@ -7,11 +7,26 @@ exact; floats lose bits at both ends.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from fractions import Fraction
-from numbers import Rational
 
 DIFF1_TARGET = 0xFFFF << 208
 MAX_TARGET = (1 << 256) - 1
+
+# consensus.powLimit per network (Bitcoin Core src/kernel/chainparams.cpp): the
+# easiest target a block header may claim; pass it to ``bits_to_target``.
+POW_LIMITS: dict[str, int] = {
+    "mainnet": (1 << 224) - 1,
+    "testnet": (1 << 224) - 1,
+    "testnet4": (1 << 224) - 1,
+    "signet": 0x00000377AE << 216,
+    "regtest": (1 << 255) - 1,
+}
+
+
+# What a difficulty may be given as; all are converted exactly (numbers.Rational is
+# not usable in static annotations, so the concrete types are listed).
+DifficultyLike = Fraction | Decimal | float | int | str
 
 
 class CompactTargetError(ValueError):
@@ -49,9 +64,16 @@ def bits_to_target(nbits: int, pow_limit: int = MAX_TARGET) -> int:
 
 
 def target_to_bits(target: int) -> int:
-    """Bitcoin Core's ``GetCompact`` (never sets the sign bit)."""
+    """Bitcoin Core's ``GetCompact`` (never sets the sign bit).
+
+    The encoding keeps only the top 23 bits of mantissa, so the result decodes
+    to ``target`` rounded down; a target is refused above 256 bits because
+    ``arith_uint256`` cannot hold it.
+    """
     if target <= 0:
         raise ValueError("target must be positive")
+    if target > MAX_TARGET:
+        raise ValueError("target does not fit in 256 bits")
     size = (target.bit_length() + 7) // 8
     if size <= 3:
         compact = target << (8 * (3 - size))
@@ -63,21 +85,34 @@ def target_to_bits(target: int) -> int:
     return compact | (size << 24)
 
 
-def _as_fraction(difficulty: Rational | float | int | str) -> Fraction:
-    value = Fraction(difficulty)
+def _as_fraction(difficulty: DifficultyLike) -> Fraction:
+    """Exact value of ``difficulty``; floats convert exactly (no decimal rounding)."""
+    if isinstance(difficulty, bool):
+        raise ValueError("difficulty must be a number, not a bool")
+    try:
+        value = Fraction(difficulty)
+    except (OverflowError, ZeroDivisionError, TypeError) as exc:
+        raise ValueError(f"difficulty {difficulty!r} is not a finite number") from exc
     if value <= 0:
         raise ValueError(f"difficulty must be positive, got {difficulty}")
     return value
 
 
-def difficulty_to_target(difficulty: Rational | float | int | str) -> int:
-    """floor(DIFF1 / difficulty), capped at the largest 256-bit value."""
+def difficulty_to_target(difficulty: DifficultyLike) -> int:
+    """floor(DIFF1 / difficulty), capped at the largest 256-bit value.
+
+    Exact for any positive rational: difficulties below ~2**-32 (devnets,
+    lottery miners) saturate at ``MAX_TARGET`` instead of overflowing, and
+    difficulties above DIFF1 floor to 0 (only an all-zero hash would meet it)
+    rather than being rounded up to an easier target.
+    """
     d = _as_fraction(difficulty)
     target = (DIFF1_TARGET * d.denominator) // d.numerator
     return min(target, MAX_TARGET)
 
 
 def target_to_difficulty(target: int) -> Fraction:
+    """DIFF1 / target as an exact fraction (pool "bdiff")."""
     if target <= 0:
         raise ValueError("target must be positive")
     return Fraction(DIFF1_TARGET, target)
@@ -89,4 +124,5 @@ def hash_difficulty(hash_value: int) -> Fraction:
 
 
 def bits_to_difficulty(nbits: int) -> Fraction:
+    """Network difficulty for nBits, refusing nBits consensus refuses."""
     return target_to_difficulty(bits_to_target(nbits))

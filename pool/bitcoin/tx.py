@@ -17,6 +17,8 @@ from .serialize import (
 
 @dataclass(frozen=True)
 class TxIn:
+    """One input; ``witness`` is its stack (empty for legacy spends)."""
+
     prev_txid: bytes  # internal order
     prev_index: int
     script_sig: bytes
@@ -26,12 +28,16 @@ class TxIn:
 
 @dataclass(frozen=True)
 class TxOut:
+    """One output: value in satoshis and the scriptPubKey it pays."""
+
     value: int
     script_pubkey: bytes
 
 
 @dataclass(frozen=True)
 class Tx:
+    """A transaction; ``raw_size`` records the parsed length and is not compared."""
+
     version: int
     inputs: tuple[TxIn, ...]
     outputs: tuple[TxOut, ...]
@@ -71,6 +77,11 @@ def ser_txin(txin: TxIn) -> bytes:
 
 
 def ser_tx(tx: Tx, with_witness: bool = True) -> bytes:
+    """BIP144 serialisation; the witness form only when asked and some input has one.
+
+    The txid (and the block merkle tree) hash the non-witness form; blocks and
+    the wtxid use the witness form.
+    """
     witness = with_witness and tx.has_witness
     parts = [struct.pack("<i", tx.version)]
     if witness:
@@ -87,33 +98,49 @@ def ser_tx(tx: Tx, with_witness: bool = True) -> bytes:
     return b"".join(parts)
 
 
+def _take(buf: bytes, pos: int, n: int) -> bytes:
+    """``n`` bytes at ``pos``, refusing to run past the end (slices would truncate silently)."""
+    if n < 0 or pos + n > len(buf):
+        raise ValueError("transaction runs past the end of the buffer")
+    return bytes(buf[pos : pos + n])
+
+
 def deser_tx(buf: bytes, pos: int = 0) -> tuple[Tx, int]:
-    """Parse one transaction at ``pos``; return it and the position after it."""
+    """Parse one transaction at ``pos``; return it and the position after it.
+
+    Malformed input raises ``ValueError`` (truncation, an unknown segwit flag,
+    or a witness marker with no witness data, which Core refuses as
+    "Superfluous witness record"), so what parses always re-serialises to the
+    same bytes.
+    """
     start = pos
-    (version,) = struct.unpack_from("<i", buf, pos)
+    (version,) = struct.unpack("<i", _take(buf, pos, 4))
     pos += 4
-    segwit = buf[pos] == 0 and buf[pos + 1] == 1
+    marker = _take(buf, pos, 2)
+    segwit = marker[0] == 0
     if segwit:
+        if marker[1] != 1:
+            raise ValueError(f"unknown transaction flag {marker[1]:#04x} after a zero marker")
         pos += 2
     n_in, pos = deser_compact_size(buf, pos)
     raw_inputs = []
     for _ in range(n_in):
-        prev = bytes(buf[pos : pos + 32])
-        (index,) = struct.unpack_from("<I", buf, pos + 32)
+        prev = _take(buf, pos, 32)
+        (index,) = struct.unpack("<I", _take(buf, pos + 32, 4))
         pos += 36
         slen, pos = deser_compact_size(buf, pos)
-        script = bytes(buf[pos : pos + slen])
+        script = _take(buf, pos, slen)
         pos += slen
-        (seq,) = struct.unpack_from("<I", buf, pos)
+        (seq,) = struct.unpack("<I", _take(buf, pos, 4))
         pos += 4
         raw_inputs.append((prev, index, script, seq))
     n_out, pos = deser_compact_size(buf, pos)
     outputs = []
     for _ in range(n_out):
-        (value,) = struct.unpack_from("<Q", buf, pos)
+        (value,) = struct.unpack("<Q", _take(buf, pos, 8))
         pos += 8
         slen, pos = deser_compact_size(buf, pos)
-        outputs.append(TxOut(value, bytes(buf[pos : pos + slen])))
+        outputs.append(TxOut(value, _take(buf, pos, slen)))
         pos += slen
     witnesses: list[tuple[bytes, ...]] = [()] * n_in
     if segwit:
@@ -122,12 +149,12 @@ def deser_tx(buf: bytes, pos: int = 0) -> tuple[Tx, int]:
             items = []
             for _ in range(n_items):
                 ilen, pos = deser_compact_size(buf, pos)
-                items.append(bytes(buf[pos : pos + ilen]))
+                items.append(_take(buf, pos, ilen))
                 pos += ilen
             witnesses[i] = tuple(items)
-    (locktime,) = struct.unpack_from("<I", buf, pos)
+        if not any(witnesses):
+            raise ValueError("superfluous witness record: segwit marker but no witness data")
+    (locktime,) = struct.unpack("<I", _take(buf, pos, 4))
     pos += 4
-    if pos > len(buf):
-        raise ValueError("transaction runs past the end of the buffer")
     inputs = tuple(TxIn(p, ix, s, q, w) for (p, ix, s, q), w in zip(raw_inputs, witnesses))
     return Tx(version, inputs, tuple(outputs), locktime, raw_size=pos - start), pos

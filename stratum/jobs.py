@@ -1,0 +1,92 @@
+"""Jobs as Stratum sees them, and the book of live jobs shared by all connections."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Hashable
+
+from .messages import encode_notification
+
+
+@dataclass(frozen=True)
+class StratumJob:
+    """Everything a connection needs to send a job and sanity-check a submit.
+
+    ``generation`` increases with every new chain tip; a job from an older
+    generation is stale.
+    """
+
+    job_id: str
+    prevhash: str  # notify encoding (word-swapped)
+    coinb1: str
+    coinb2: str
+    merkle_branch: tuple[str, ...]
+    version: int
+    nbits: int
+    ntime: int
+    clean_jobs: bool
+    generation: int
+    ntime_min: int
+    ntime_max: int
+
+    def notify_params(self) -> list:
+        return [
+            self.job_id,
+            self.prevhash,
+            self.coinb1,
+            self.coinb2,
+            list(self.merkle_branch),
+            f"{self.version:08x}",
+            f"{self.nbits:08x}",
+            f"{self.ntime:08x}",
+            self.clean_jobs,
+        ]
+
+    @cached_property
+    def notify_line(self) -> bytes:
+        """Serialised once per job, written to every connection as is."""
+        return encode_notification("mining.notify", self.notify_params())
+
+
+@dataclass
+class JobBook:
+    """Live jobs and the shares already seen for each (duplicate detection).
+
+    Duplicates are keyed per job across all connections, so a miner that
+    reconnects and resubmits is still caught.
+    """
+
+    max_jobs: int = 64
+    _jobs: OrderedDict[str, StratumJob] = field(default_factory=OrderedDict)
+    _seen: dict[str, set[Hashable]] = field(default_factory=dict)
+    generation: int = 0
+    current: StratumJob | None = None
+
+    def add(self, job: StratumJob) -> None:
+        self._jobs[job.job_id] = job
+        self._seen.setdefault(job.job_id, set())
+        self.generation = max(self.generation, job.generation)
+        self.current = job
+        while len(self._jobs) > self.max_jobs:
+            old, _ = self._jobs.popitem(last=False)
+            self._seen.pop(old, None)
+
+    def get(self, job_id: str) -> StratumJob | None:
+        return self._jobs.get(job_id)
+
+    def is_stale(self, job: StratumJob) -> bool:
+        return job.generation < self.generation
+
+    def first_sighting(self, job_id: str, key: Hashable) -> bool:
+        """Record a share key; False if it was seen before for this job."""
+        seen = self._seen.setdefault(job_id, set())
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
+    def forget(self, job_id: str, key: Hashable) -> None:
+        """Undo ``first_sighting`` for a share the pool could not judge (may be retried)."""
+        self._seen.get(job_id, set()).discard(key)

@@ -1,0 +1,68 @@
+"""A miner connects over TCP, mines for real, and finds a block on the devnet."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import trio
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pool.bitcoin.block import deser_block
+from pool.bitcoin.script import address_to_script
+from pool.cpuminer import CPUMiner
+from pool.service import run_pool
+from pool.storage.db import make_engine
+from pool.storage.models import Block, Miner, Share, Worker
+from tests.pool_fixtures import devnet_settings
+
+MINER_ADDRESS = "bcrt1qp2zew4jzqeyarjhlke68z4zdx3fg8n7usphzew"
+
+
+async def test_miner_finds_block_end_to_end(tmp_path):
+    settings = devnet_settings(tmp_path)
+    async with trio.open_nursery() as nursery:
+        running = await nursery.start(run_pool, settings)
+        devnet = running.devnet
+        start_height = devnet.height
+        miner = CPUMiner("127.0.0.1", running.stratum_port, f"{MINER_ADDRESS}.rig1")
+        with trio.fail_after(240):
+            nursery.start_soon(miner.run)
+            while devnet.height == start_height:
+                await trio.sleep(0.1)
+            # The new tip must reach the miner as a clean job on the new prevhash.
+            while not any(n[8] and n[1] != miner.stats.notifies[0][1] for n in miner.stats.notifies):
+                await trio.sleep(0.05)
+            await running.pool.writer.drained()
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{running.metrics_port}/metrics").read().decode()
+        nursery.cancel_scope.cancel()
+
+    assert devnet.height == start_height + 1
+    stored = devnet.tip.block
+    # Round-trip the stored block through our parser and check the payout.
+    block = deser_block(stored.serialize())
+    coinbase = block.txs[0]
+    pool_script = address_to_script(settings.pool.address, "regtest")
+    paid = sum(o.value for o in coinbase.outputs if o.script_pubkey == pool_script)
+    assert paid == sum(o.value for o in coinbase.outputs) > 0
+    assert settings.pool.tag.encode() in coinbase.inputs[0].script_sig
+    assert len(block.txs) > 1  # synthetic transactions were included
+
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        shares = session.scalars(select(Share)).all()
+        assert len(shares) >= 1
+        assert len(shares) == miner.stats.accepted or len(shares) >= miner.stats.accepted - 1
+        worker = session.scalar(select(Worker).where(Worker.name == "rig1"))
+        assert worker is not None
+        assert session.scalar(select(Miner.address).where(Miner.id == worker.miner_id)) == MINER_ADDRESS
+        assert all(s.worker_id == worker.id for s in shares)
+        assert session.scalar(select(func.count()).select_from(Share).where(Share.is_block)) == 1
+        blocks = session.scalars(select(Block)).all()
+        assert [b.hash for b in blocks] == [stored.header.hash[::-1].hex()]
+        assert blocks[0].height == start_height + 1
+        assert blocks[0].submit_result == "accepted"
+        assert blocks[0].reward == paid
+    engine.dispose()
+    assert "stope_blocks_found_total 1.0" in metrics
+    assert "stope_shares_accepted_total" in metrics
