@@ -38,6 +38,7 @@ Conventions, chosen once and used by every function here:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -94,16 +95,22 @@ def _to_ratio(weight: object) -> tuple[int, int, bool]:
     if type(weight) is int:  # the common case (block counts), kept cheap
         return weight, 1, True
     if isinstance(weight, bool):
-        raise TypeError("bool is not a weight")
-    if isinstance(weight, int):
+        raise TypeError("bool is not a weight (True would silently count as 1)")
+    if isinstance(weight, numbers.Integral):  # int subclasses, numpy integers
         return int(weight), 1, True
-    if isinstance(weight, Fraction):
-        return weight.numerator, weight.denominator, True
-    if isinstance(weight, (float, Decimal)):
-        if not math.isfinite(weight):
+    if isinstance(weight, numbers.Rational):  # Fraction
+        return int(weight.numerator), int(weight.denominator), True
+    if isinstance(weight, Decimal):
+        if not weight.is_finite():
             raise ValueError(f"weight must be finite, got {weight!r}")
         num, den = weight.as_integer_ratio()
-        return num, den, isinstance(weight, Decimal)
+        return num, den, True
+    if isinstance(weight, numbers.Real):  # float, numpy floats
+        value = float(weight)
+        if not math.isfinite(value):
+            raise ValueError(f"weight must be finite, got {weight!r}")
+        num, den = value.as_integer_ratio()
+        return num, den, False
     raise TypeError(f"weight must be int, float, Fraction or Decimal, got {type(weight).__name__}")
 
 

@@ -20,19 +20,21 @@ from stratum.protocol import ProtocolSettings, Share
 from stratum.server import ServerSettings, StratumServer
 
 from .bitcoin.script import AddressError, address_to_script
-from .bitcoin.serialize import hash_to_int, internal_to_display, sha256d
+from .bitcoin.serialize import internal_to_display
 from .bitcoin.target import difficulty_to_target, hash_difficulty, target_to_difficulty
 from .bitcoin.tx import TxOut
 from .config import Settings
 from .devnet.chain import DevnetChain
 from .devnet.rpc import DevnetRPC
 from .devnet.server import DevnetHTTPServer
+from .blocks import BlockSubmitter
 from .jobs import Job, JobManager
+from .shares import judge_share
 from .metrics import PoolMetrics
-from .node import NodeClient, NodeError, NodeUnavailable
+from .node import NodeClient
 from .storage.db import create_schema, make_engine
-from .storage.records import BlockRecord, ShareRecord
-from .storage.writer import ShareWriter, write_block
+from .storage.records import ShareRecord
+from .storage.writer import ShareWriter
 
 log = logging.getLogger(__name__)
 
@@ -41,25 +43,6 @@ def split_username(username: str) -> tuple[str, str]:
     """'ADDRESS.worker' -> (ADDRESS, worker); no worker name means 'default'."""
     address, _, worker = username.partition(".")
     return address, (worker or "default")
-
-
-def version_with_rolling(job_version: int, bits: int, mask: int) -> int:
-    return (job_version & ~mask & 0xFFFFFFFF) | (bits & mask)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    block_hash: bytes
-    hash_value: int
-    header: bytes
-
-
-def judge_share(job: Job, share: Share) -> Verdict:
-    """Scalar reference: rebuild the header the miner hashed and hash it."""
-    version = version_with_rolling(job.version, share.version_bits, share.version_mask)
-    header = job.header(share.extranonce1 + share.extranonce2, share.ntime, share.nonce, version)
-    h = sha256d(header)
-    return Verdict(h, hash_to_int(h), header)
 
 
 class Pool:
@@ -97,7 +80,7 @@ class Pool:
             refresh_interval=settings.node.refresh_interval,
         )
         self.best_share = Fraction(0)
-        self.blocks: list[BlockRecord] = []
+        self.submitter = BlockSubmitter(node, metrics, writer)
 
     def payout_outputs(self, value: int) -> list[TxOut]:
         return [TxOut(value, self.payout_script)]
@@ -137,7 +120,9 @@ class Pool:
         self.metrics.share_validation_seconds.observe(time.perf_counter() - started)
         is_block = verdict.hash_value <= job.network_target
         if is_block:
-            await self._submit_block(job, share, verdict)
+            address, worker = split_username(share.worker)
+            await self.submitter.submit(job, verdict, share.extranonce1 + share.extranonce2, share.ntime, share.nonce, address, worker)
+            self.jobs.wake()
         if share.stale and not is_block:
             self.share_rejected(share.worker, errors.STALE_JOB)
             return errors.STALE_JOB
@@ -166,38 +151,6 @@ class Pool:
             self.best_share = achieved
             self.metrics.best_share_difficulty.set(float(achieved))
         return None
-
-    async def _submit_block(self, job: Job, share: Share, verdict: Verdict) -> None:
-        block_hash = internal_to_display(verdict.block_hash)
-        self.metrics.blocks_found.inc()
-        log.warning("block candidate %s at height %d from %s", block_hash, job.height, share.worker)
-        raw = job.block(share.extranonce1 + share.extranonce2, share.ntime, share.nonce, int.from_bytes(verdict.header[:4], "little"))
-        try:
-            result = await self.node.submitblock(raw.hex())
-        except NodeError as exc:
-            result = f"rpc-error: {exc.message}"
-        except NodeUnavailable as exc:
-            result = "node-unavailable"
-            log.error("block %s could not be submitted: %s", block_hash, exc)
-        label = "accepted" if result is None else str(result)
-        self.metrics.blocks_submitted.labels(label).inc()
-        status = "pending" if result in (None, "duplicate", "inconclusive") else "rejected"
-        log.warning("block %s submitted: %s", block_hash, label)
-        address, worker = split_username(share.worker)
-        record = BlockRecord(
-            height=job.height,
-            hash=block_hash,
-            prevhash=internal_to_display(job.prevhash),
-            address=address,
-            worker=worker,
-            reward=job.coinbase_value,
-            status=status,
-            submit_result=label,
-        )
-        self.blocks.append(record)
-        await trio.to_thread.run_sync(write_block, self.writer.engine, self.writer.directory, record)
-        self.jobs.wake()
-
 
 @dataclass
 class RunningPool:

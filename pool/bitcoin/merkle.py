@@ -6,6 +6,9 @@ from collections.abc import Sequence
 
 from .serialize import sha256d
 
+# BIP141: the coinbase's leaf in the witness tree, in place of its wtxid.
+WITNESS_COINBASE_LEAF = b"\x00" * 32
+
 
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
     """Root over internal-order hashes; a single leaf is its own root."""
@@ -43,9 +46,6 @@ def fold_branch(leaf: bytes, branch: Sequence[bytes]) -> bytes:
     for step in branch:
         root = sha256d(root + step)
     return root
-
-
-WITNESS_COINBASE_LEAF = b"\x00" * 32
 
 
 def witness_merkle_root(wtxids: Sequence[bytes]) -> bytes:

@@ -116,7 +116,7 @@ def address_to_script(address: str, network: str) -> bytes:
     except (ValueError, IndexError) as exc:  # embit: bad character or checksum
         raise AddressError(f"{address!r} is not a valid address: {exc}") from exc
     if len(payload) != 21:
-        raise AddressError(f"{address!r} has a {len(payload) - 1}-byte payload, expected 20")
+        raise AddressError(f"{address!r} decodes to {len(payload)} bytes; a base58 address has 21")
     version, h160 = payload[0], bytes(payload[1:])
     if version == p2pkh:
         return b"\x76\xa9\x14" + h160 + b"\x88\xac"

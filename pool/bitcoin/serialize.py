@@ -99,7 +99,14 @@ def notify_prevhash(display_hex: str) -> str:
     word reversed (equivalently: the display hex with its eight 8-char groups
     in reverse order). Only the prevhash is sent this way.
     """
-    return _swap_words(display_to_internal(display_hex)).hex()
+    return internal_to_notify_prevhash(display_to_internal(display_hex))
+
+
+def internal_to_notify_prevhash(raw: bytes) -> str:
+    """``mining.notify`` prevhash from header-order (internal) prevhash bytes."""
+    if len(raw) != 32:
+        raise ValueError(f"prevhash must be 32 bytes, got {len(raw)}")
+    return _swap_words(raw).hex()
 
 
 def notify_prevhash_to_internal(notify_hex: str) -> bytes:

@@ -35,6 +35,8 @@ class CompactTargetError(ValueError):
 
 def decode_compact(nbits: int) -> tuple[int, bool, bool]:
     """Bitcoin Core's ``arith_uint256::SetCompact``: (target, negative, overflow)."""
+    if not 0 <= nbits <= 0xFFFFFFFF:
+        raise CompactTargetError(f"nBits {nbits:#x} is not a 32-bit value")
     size = nbits >> 24
     word = nbits & 0x007FFFFF
     if size <= 3:

@@ -1,0 +1,214 @@
+"""Batches of shares and their results, as NumPy arrays.
+
+A batch is column-oriented (one array per submit field) because that is what
+the compiled kernel consumes without per-share Python work; the scalar
+fallback reads the same arrays so both backends see identical input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from pool.bitcoin.serialize import hash_to_int
+
+from .job import target_words
+
+MAX_EXTRANONCE1 = 32
+MAX_EXTRANONCE2 = 32  # Stratum sizes are 4..8 in practice; the kernel takes any width up to this
+
+
+class Share(NamedTuple):
+    """One submit in Python form; :meth:`ShareBatch.from_shares` packs a list of them."""
+
+    job_index: int
+    extranonce1: bytes
+    extranonce2: bytes
+    ntime: int
+    nonce: int
+    version_bits: int
+    mask: int
+    share_target: int
+
+
+def _u32(values: Sequence[int] | np.ndarray, n: int, name: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
+    if arr.dtype != np.uint32:
+        if arr.size and (arr.min() < 0 or arr.max() > 0xFFFFFFFF):
+            raise ValueError(f"{name} values must fit in 32 bits")
+        arr = arr.astype(np.uint32)
+    return np.ascontiguousarray(arr)
+
+
+def _lengths(lengths: np.ndarray | None, n: int, width: int, name: str) -> np.ndarray | None:
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() > width):
+        raise ValueError(f"{name} values must be within 0..{width}")
+    return np.ascontiguousarray(arr.astype(np.uint8))
+
+
+@dataclass(frozen=True)
+class ShareBatch:
+    """Submits to check together, one row per share.
+
+    Extranonces: ``extranonce1`` is ``uint8[n, W1]`` and ``extranonce2`` is
+    ``uint8[n, W2]``. By default every share uses the full widths (the usual
+    case: one pool-wide extranonce1 size and extranonce2 size). Shares of
+    mixed sizes (e.g. 4-byte and 8-byte extranonce2 in one batch) set
+    ``extranonce1_len`` / ``extranonce2_len`` (``uint8[n]``); the bytes are
+    then the first ``len`` of each row. Any widths up to 32 bytes work; the
+    coinbase layout is derived per job and per total extranonce length.
+
+    ``share_target`` is ``uint32[n, 8]``, most significant word first (see
+    :func:`pool.checker.job.target_words`); ``job_index`` indexes the job
+    list passed with the batch. ``mask`` is the connection's negotiated
+    version-rolling mask (0 when rolling is off).
+    """
+
+    job_index: np.ndarray
+    extranonce1: np.ndarray
+    extranonce2: np.ndarray
+    ntime: np.ndarray
+    nonce: np.ndarray
+    version_bits: np.ndarray
+    mask: np.ndarray
+    share_target: np.ndarray
+    extranonce1_len: np.ndarray | None = None
+    extranonce2_len: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        job_index = np.asarray(self.job_index)
+        if job_index.ndim != 1:
+            raise ValueError("job_index must be one-dimensional")
+        n = job_index.shape[0]
+        if job_index.dtype != np.int32:
+            if n and (job_index.min() < 0 or job_index.max() > np.iinfo(np.int32).max):
+                raise ValueError("job_index out of range")
+            job_index = job_index.astype(np.int32)
+        fields = {"job_index": np.ascontiguousarray(job_index)}
+        for name, limit in (("extranonce1", MAX_EXTRANONCE1), ("extranonce2", MAX_EXTRANONCE2)):
+            arr = np.ascontiguousarray(np.asarray(getattr(self, name), dtype=np.uint8))
+            if arr.ndim != 2 or arr.shape[0] != n:
+                raise ValueError(f"{name} must have shape (n, width), got {arr.shape}")
+            if arr.shape[1] > limit:
+                raise ValueError(f"{name} wider than {limit} bytes")
+            fields[name] = arr
+        for name in ("ntime", "nonce", "version_bits", "mask"):
+            fields[name] = _u32(getattr(self, name), n, name)
+        target = np.ascontiguousarray(np.asarray(self.share_target))
+        if target.shape != (n, 8) or target.dtype != np.uint32:
+            raise ValueError("share_target must be uint32[n, 8] (most significant word first)")
+        fields["share_target"] = target
+        fields["extranonce1_len"] = _lengths(self.extranonce1_len, n, fields["extranonce1"].shape[1], "extranonce1_len")
+        fields["extranonce2_len"] = _lengths(self.extranonce2_len, n, fields["extranonce2"].shape[1], "extranonce2_len")
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __len__(self) -> int:
+        return int(self.job_index.shape[0])
+
+    @property
+    def uniform_extranonce(self) -> bool:
+        """True when every share uses the full extranonce widths (one coinbase layout per job)."""
+        return self.extranonce1_len is None and self.extranonce2_len is None
+
+    def en1_lengths(self) -> np.ndarray:
+        if self.extranonce1_len is not None:
+            return self.extranonce1_len
+        return np.full(len(self), self.extranonce1.shape[1], dtype=np.uint8)
+
+    def en2_lengths(self) -> np.ndarray:
+        if self.extranonce2_len is not None:
+            return self.extranonce2_len
+        return np.full(len(self), self.extranonce2.shape[1], dtype=np.uint8)
+
+    def share(self, i: int) -> Share:
+        """Row ``i`` back in Python form."""
+        e1 = int(self.extranonce1_len[i]) if self.extranonce1_len is not None else self.extranonce1.shape[1]
+        e2 = int(self.extranonce2_len[i]) if self.extranonce2_len is not None else self.extranonce2.shape[1]
+        target = 0
+        for word in self.share_target[i]:
+            target = (target << 32) | int(word)
+        return Share(
+            job_index=int(self.job_index[i]),
+            extranonce1=self.extranonce1[i, :e1].tobytes(),
+            extranonce2=self.extranonce2[i, :e2].tobytes(),
+            ntime=int(self.ntime[i]),
+            nonce=int(self.nonce[i]),
+            version_bits=int(self.version_bits[i]),
+            mask=int(self.mask[i]),
+            share_target=target,
+        )
+
+    @classmethod
+    def from_shares(cls, shares: Iterable[Share]) -> ShareBatch:
+        """Pack Python shares; per-share lengths are recorded only when sizes differ."""
+        rows = list(shares)
+        n = len(rows)
+        w1 = max((len(s.extranonce1) for s in rows), default=0)
+        w2 = max((len(s.extranonce2) for s in rows), default=0)
+        en1 = np.zeros((n, w1), dtype=np.uint8)
+        en2 = np.zeros((n, w2), dtype=np.uint8)
+        l1 = np.zeros(n, dtype=np.uint8)
+        l2 = np.zeros(n, dtype=np.uint8)
+        for i, s in enumerate(rows):
+            en1[i, : len(s.extranonce1)] = np.frombuffer(s.extranonce1, dtype=np.uint8)
+            en2[i, : len(s.extranonce2)] = np.frombuffer(s.extranonce2, dtype=np.uint8)
+            l1[i] = len(s.extranonce1)
+            l2[i] = len(s.extranonce2)
+        targets = np.zeros((n, 8), dtype=np.uint32)
+        for i, s in enumerate(rows):
+            targets[i] = target_words(s.share_target)
+        return cls(
+            job_index=np.array([s.job_index for s in rows], dtype=np.int32),
+            extranonce1=en1,
+            extranonce2=en2,
+            ntime=np.array([s.ntime for s in rows], dtype=np.int64),
+            nonce=np.array([s.nonce for s in rows], dtype=np.int64),
+            version_bits=np.array([s.version_bits for s in rows], dtype=np.int64),
+            mask=np.array([s.mask for s in rows], dtype=np.int64),
+            share_target=targets,
+            extranonce1_len=None if (l1 == w1).all() else l1,
+            extranonce2_len=None if (l2 == w2).all() else l2,
+        )
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Per-share outcome: the block hash (internal byte order) and the two verdicts.
+
+    ``meets_network`` is reported whatever ``meets_share`` says: a share that
+    is low for its worker can still solve a block (ckpool's rule), and the
+    caller decides what to do with it.
+    """
+
+    block_hash: np.ndarray  # uint8[n, 32], internal order; display = reversed
+    meets_share: np.ndarray  # bool[n]
+    meets_network: np.ndarray  # bool[n]
+
+    def __len__(self) -> int:
+        return int(self.meets_share.shape[0])
+
+    def hash_int(self, i: int) -> int:
+        """The value compared with targets (little-endian integer of the hash)."""
+        return hash_to_int(self.block_hash[i].tobytes())
+
+    def display_hash(self, i: int) -> str:
+        return self.block_hash[i, ::-1].tobytes().hex()
+
+    def equals(self, other: BatchResult) -> bool:
+        """Hash-for-hash, verdict-for-verdict equality (how the backends are tested)."""
+        return (
+            np.array_equal(self.block_hash, other.block_hash)
+            and np.array_equal(self.meets_share, other.meets_share)
+            and np.array_equal(self.meets_network, other.meets_network)
+        )
