@@ -61,5 +61,13 @@ def mine(url: str, user: str | None, shares: int | None) -> None:
     click.echo(f"accepted {stats.accepted}, rejected {stats.rejected}")
 
 
+def _attach_subcommands() -> None:
+    from payouts.cli import payouts
+
+    main.add_command(payouts)
+
+
+_attach_subcommands()
+
 if __name__ == "__main__":
     main()
