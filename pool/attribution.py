@@ -100,7 +100,9 @@ class PoolTable:
                 try:
                     patterns.append((tag, re.compile(tag, re.IGNORECASE)))
                 except re.error as exc:
-                    raise ValueError(f"pool {pool.id} ({pool.name}): tag {tag!r} is not a regex: {exc}") from exc
+                    raise ValueError(
+                        f"pool {pool.id} ({pool.name}): tag {tag!r} is not a regex: {exc}"
+                    ) from exc
             addresses = frozenset(_normalize_address(a) for a in pool.addresses)
             self._rules.append((pool, addresses, patterns))
 
@@ -118,9 +120,13 @@ class PoolTable:
                 raise ValueError(f"malformed pool row {row!r}") from exc
             if not isinstance(pool_id, int) or not isinstance(name, str):
                 raise ValueError(f"pool row needs an int id and a str name: {row!r}")
+            if not isinstance(addresses, list) or not isinstance(tags, list):
+                raise ValueError(f"pool {pool_id}: addresses and tags must be JSON arrays")
             if not all(isinstance(x, str) for x in [*addresses, *tags]):
                 raise ValueError(f"pool {pool_id}: addresses and tags must be strings")
-            pools.append(PoolEntry(pool_id, name, frozenset(addresses), tuple(tags), str(row.get("link", ""))))
+            pools.append(
+                PoolEntry(pool_id, name, frozenset(addresses), tuple(tags), str(row.get("link", "")))
+            )
         return cls(pools)
 
     def __len__(self) -> int:
@@ -136,7 +142,9 @@ class PoolTable:
                 return pool
         raise KeyError(name)
 
-    def match(self, script_sig: bytes, addresses: Iterable[str]) -> tuple[PoolEntry, str, str] | None:
+    def match(
+        self, script_sig: bytes, addresses: Iterable[str]
+    ) -> tuple[PoolEntry, Literal["address", "tag"], str] | None:
         """mempool's ``matchBlockMiner``: (pool, "address"|"tag", evidence) or None."""
         wanted = {_normalize_address(a) for a in addresses}
         text = decode_script_sig(script_sig)
@@ -254,7 +262,7 @@ def attribute_block(
     if found is None:
         return Attribution(entity_if_unknown, None, "unknown", None)
     pool, method, evidence = found
-    return Attribution(pool.name, pool, "address" if method == "address" else "tag", evidence)
+    return Attribution(pool.name, pool, method, evidence)
 
 
 def attribute_coinbase(

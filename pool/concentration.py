@@ -6,7 +6,8 @@ share difficulty (pool view, one entity per miner).  Definitions follow
 ``shared/docs/concentration-reference.md`` §2.
 
 Exactness: every figure except the entropy family is a rational function of
-the weights, so it is computed with ``Fraction``.  When every weight is exact
+the weights, so it is computed exactly (weights are brought to a common
+integer scale, results are ``Fraction``).  When every weight is exact
 (``int``, ``Fraction`` or ``Decimal``) the result is a ``Fraction``; if any
 weight is a ``float`` the same exact computation is done on the float's exact
 binary value and the result is returned as ``float``, so the return type
@@ -43,15 +44,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
-Weight = Union[int, float, Fraction, Decimal]
+Weight = int | float | Fraction | Decimal
 """One entity's weight (blocks, share difficulty, hashrate...)."""
 
-Weights = Union[Mapping[Any, Weight], Iterable[Weight]]
+Weights = Mapping[Any, Weight] | Iterable[Weight]
 """A distribution: a mapping entity -> weight, or just the weights."""
 
-Figure = Union[Fraction, float]
+Figure = Fraction | float
 """A computed figure: ``Fraction`` when every input was exact, else ``float``."""
 
 Guideline = Literal["1992", "2010", "2023"]
@@ -346,7 +347,11 @@ class ConcentrationReport:
             "top4": num(self.top4),
             "top5": num(self.top5),
             "ranking": [
-                {"entity": name, "weight": num(weight), "share": num(weight / self.total) if self.total else 0}
+                {
+                    "entity": name,
+                    "weight": num(weight),
+                    "share": num(weight / self.total) if self.total else 0,
+                }
                 for name, weight in self.ranking
             ],
         }
@@ -362,7 +367,7 @@ def concentration_report(
     ranking = tuple(
         (str(name), p.weight(value))
         for name, value in sorted(
-            zip(weights.keys(), p.values), key=lambda item: (-item[1], str(item[0]))
+            zip(weights.keys(), p.values, strict=True), key=lambda item: (-item[1], str(item[0]))
         )
     )
     index = _hhi(p)

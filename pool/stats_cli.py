@@ -20,7 +20,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .concentration import ConcentrationReport, Figure, Guideline, Weight, concentration_report
+from .concentration import (
+    ConcentrationReport,
+    Figure,
+    Guideline,
+    Weight,
+    concentration_report,
+)
 
 Provider = Callable[[click.Context], Mapping[str, Weight]]
 """Returns ``entity -> weight`` for one view; gets the click context for config."""
@@ -97,7 +103,9 @@ def render_report(console: Console, report: ConcentrationReport, *, title: str, 
     ranking.add_column("weight", justify="right")
     ranking.add_column("share", justify="right")
     for rank, (entity, weight) in enumerate(report.ranking[:top], start=1):
-        ranking.add_row(str(rank), entity, _fmt(weight, 4).rstrip("0").rstrip("."), _pct(report.share(entity)))
+        ranking.add_row(
+            str(rank), entity, _fmt(weight, 4).rstrip("0").rstrip("."), _pct(report.share(entity))
+        )
     console.print(ranking)
 
 
@@ -116,8 +124,8 @@ def make_stats_group(providers: StatsProviders | None = None) -> click.Group:
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
         help="JSON object entity -> weight (blocks, difficulty...).",
     )
-    @click.option("--network", "source", flag_value="network", help="Blocks per pool over the network window.")
-    @click.option("--pool", "source", flag_value="pool", help="Accepted difficulty per miner in our pool.")
+    @click.option("--network", is_flag=True, help="Blocks per pool over the network window.")
+    @click.option("--pool", is_flag=True, help="Accepted difficulty per miner in our pool.")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     @click.option(
         "--guideline",
@@ -127,20 +135,35 @@ def make_stats_group(providers: StatsProviders | None = None) -> click.Group:
         help="DOJ/FTC merger-guidelines generation for the HHI label.",
     )
     @click.option(
-        "--top", type=click.IntRange(min=0), default=10, show_default=True, help="Entities to list (table only)."
+        "--top",
+        type=click.IntRange(min=0),
+        default=10,
+        show_default=True,
+        help="Entities to list (table only).",
     )
     @click.pass_context
     def concentration(
         ctx: click.Context,
         weights_file: Path | None,
-        source: str | None,
+        network: bool,
+        pool: bool,
         as_json: bool,
         guideline: Guideline,
         top: int,
     ) -> None:
         """HHI, Nakamoto coefficient, Gini, entropy and top-k shares."""
-        if weights_file is not None and source is not None:
-            raise click.UsageError(f"--weights and --{source} are alternatives; give one")
+        chosen = [
+            name
+            for name, on in (
+                ("--weights", weights_file is not None),
+                ("--network", network),
+                ("--pool", pool),
+            )
+            if on
+        ]
+        if len(chosen) > 1:
+            raise click.UsageError(f"{' and '.join(chosen)} are alternatives; give one")
+        source = "network" if network else "pool" if pool else None
         if weights_file is not None:
             weights: Mapping[str, Weight] = read_weights_file(weights_file)
             label = str(weights_file)
