@@ -14,6 +14,7 @@ job list every few milliseconds re-packs only when a job arrives.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -26,13 +27,13 @@ from .job import CheckerJob, target_words
 from .scalar import check_batch_scalar
 from .shares import BatchResult, Share, ShareBatch
 
-__all__ = ["BatchResult", "Checker", "Share", "ShareBatch", "JobTables"]
+__all__ = ["BatchResult", "Checker", "JobTables", "Share", "ShareBatch"]
 
 Backend = Literal["numba", "scalar"]
 
 # Below this many shares the kernel's fixed cost (a 32-lane group, NumPy
 # packing) loses to hashlib; see bench/checker.py for the measured crossover.
-DEFAULT_MIN_VECTOR_BATCH = 8
+DEFAULT_MIN_VECTOR_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,10 @@ class Checker:
 
     Call :meth:`warm_up` at start-up: it compiles the kernel, or loads it
     from Numba's on-disk cache, so the first real share pays no compile time.
+
+    The kernel releases the GIL, so :meth:`check` is meant to be called from
+    a worker thread (e.g. ``trio.to_thread.run_sync``) and may be called from
+    several at once; it is not async itself.
     """
 
     def __init__(
@@ -118,6 +123,7 @@ class Checker:
         self.threads = threads
         self.min_vector_batch = min_vector_batch
         self._tables: OrderedDict[tuple, JobTables] = OrderedDict()
+        self._tables_lock = threading.Lock()  # check() may run in several worker threads
         self._table_cache_size = table_cache_size
         self._warm = False
 
@@ -144,7 +150,9 @@ class Checker:
         share_target: int,
     ) -> BatchResult:
         """Convenience for a single share (goes through :meth:`check`)."""
-        batch = ShareBatch.from_shares([Share(0, extranonce1, extranonce2, ntime, nonce, version_bits, mask, share_target)])
+        batch = ShareBatch.from_shares(
+            [Share(0, extranonce1, extranonce2, ntime, nonce, version_bits, mask, share_target)]
+        )
         return self.check(batch, [job])
 
     def warm_up(self) -> float:
@@ -163,9 +171,7 @@ class Checker:
                 prevhash=bytes(32),
                 nbits=0x207FFFFF,
             )
-            batch = ShareBatch.from_shares(
-                [Share(0, bytes(4), bytes(8), 0, i, 0, 0, (1 << 256) - 1) for i in range(2)]
-            )
+            batch = ShareBatch.from_shares([Share(0, bytes(4), bytes(8), 0, i, 0, 0, (1 << 256) - 1) for i in range(2)])
             self._check_numba(batch, [job])
             if self.threads > 1:
                 self._check_numba(batch, [job], parallel=True)
@@ -176,14 +182,16 @@ class Checker:
 
     def _tables_for(self, jobs: Sequence[CheckerJob], keys: tuple[tuple[int, int], ...]) -> JobTables:
         cache_key = (tuple(id(j) for j in jobs), keys)
-        tables = self._tables.get(cache_key)
-        if tables is not None:
-            self._tables.move_to_end(cache_key)
-            return tables
+        with self._tables_lock:
+            tables = self._tables.get(cache_key)
+            if tables is not None:
+                self._tables.move_to_end(cache_key)
+                return tables
         tables = JobTables.build(jobs, keys)
-        self._tables[cache_key] = tables
-        while len(self._tables) > self._table_cache_size:
-            self._tables.popitem(last=False)
+        with self._tables_lock:
+            self._tables[cache_key] = tables
+            while len(self._tables) > self._table_cache_size:
+                self._tables.popitem(last=False)
         return tables
 
     def _check_numba(self, batch: ShareBatch, jobs: Sequence[CheckerJob], parallel: bool | None = None) -> BatchResult:

@@ -134,9 +134,7 @@ class CheckerJob:
         # job is a bug upstream and must not reach miners.
         self.network_target = bits_to_target(nbits)
         self.network_target_words = target_words(self.network_target)
-        self.branch_words = (
-            np.frombuffer(b"".join(branch), dtype=">u4").astype(np.uint32).reshape(len(branch), 8)
-        )
+        self.branch_words = np.frombuffer(b"".join(branch), dtype=">u4").astype(np.uint32).reshape(len(branch), 8)
         self.prevhash_words = np.frombuffer(self.prevhash, dtype=">u4").astype(np.uint32)
         state, covered = midstate(self.coinb1)
         self.midstate = np.array(state, dtype=np.uint32)

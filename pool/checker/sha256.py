@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import struct
 
-import numpy as np
-
 K: tuple[int, ...] = (
     0x428A2F98, 0x71374491, 0xB5C0FBCF, 0xE9B5DBA5, 0x3956C25B, 0x59F111F1, 0x923F82A4, 0xAB1C5ED5,
     0xD807AA98, 0x12835B01, 0x243185BE, 0x550C7DC3, 0x72BE5D74, 0x80DEB1FE, 0x9BDC06A7, 0xC19BF174,
@@ -60,7 +58,7 @@ def compress(state: tuple[int, ...] | list[int], block: bytes) -> tuple[int, ...
         t1 = (h + (_rotr(e, 6) ^ _rotr(e, 11) ^ _rotr(e, 25)) + (g ^ (e & (f ^ g))) + K[t] + w[t]) & _M32
         t2 = ((_rotr(a, 2) ^ _rotr(a, 13) ^ _rotr(a, 22)) + ((a & b) | (c & (a | b)))) & _M32
         a, b, c, d, e, f, g, h = (t1 + t2) & _M32, a, b, c, (d + t1) & _M32, e, f, g
-    return tuple((s + v) & _M32 for s, v in zip(state, (a, b, c, d, e, f, g, h)))
+    return tuple((s + v) & _M32 for s, v in zip(state, (a, b, c, d, e, f, g, h), strict=True))
 
 
 def midstate(prefix: bytes) -> tuple[tuple[int, ...], int]:
@@ -76,16 +74,3 @@ def padding(message_len: int) -> bytes:
     """The bytes SHA-256 appends to a message of ``message_len`` bytes."""
     zeros = (55 - message_len) % BLOCK
     return b"\x80" + b"\x00" * zeros + struct.pack(">Q", message_len * 8)
-
-
-def padding_kw(message_len: int) -> np.ndarray:
-    """K[t] + W[t] for a block that is *only* padding (a 64-byte message's second block).
-
-    A merkle step hashes exactly 64 bytes, so its second block never changes:
-    its whole schedule, pre-added to the round constants, is one constant table.
-    """
-    pad = padding(message_len)
-    if len(pad) != BLOCK:
-        raise ValueError("only messages of a whole number of blocks end in a pure padding block")
-    w = expand_schedule(struct.unpack(">16I", pad))
-    return np.array([(k + x) & _M32 for k, x in zip(K, w)], dtype=np.uint32)

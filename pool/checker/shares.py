@@ -34,6 +34,18 @@ class Share(NamedTuple):
     share_target: int
 
 
+def _kernel_ready(arr: np.ndarray) -> np.ndarray:
+    """C-contiguous and writeable.
+
+    Numba compiles a separate specialisation for read-only or strided
+    arrays; normalising here keeps every batch on the one signature that
+    ``Checker.warm_up`` compiled, so no batch ever pays compile time.
+    """
+    if arr.flags.c_contiguous and arr.flags.writeable:
+        return arr
+    return np.array(arr, order="C", copy=True)
+
+
 def _u32(values: Sequence[int] | np.ndarray, n: int, name: str) -> np.ndarray:
     arr = np.asarray(values)
     if arr.shape != (n,):
@@ -42,7 +54,7 @@ def _u32(values: Sequence[int] | np.ndarray, n: int, name: str) -> np.ndarray:
         if arr.size and (arr.min() < 0 or arr.max() > 0xFFFFFFFF):
             raise ValueError(f"{name} values must fit in 32 bits")
         arr = arr.astype(np.uint32)
-    return np.ascontiguousarray(arr)
+    return _kernel_ready(arr)
 
 
 def _lengths(lengths: np.ndarray | None, n: int, width: int, name: str) -> np.ndarray | None:
@@ -53,7 +65,7 @@ def _lengths(lengths: np.ndarray | None, n: int, width: int, name: str) -> np.nd
         raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
     if arr.size and (arr.min() < 0 or arr.max() > width):
         raise ValueError(f"{name} values must be within 0..{width}")
-    return np.ascontiguousarray(arr.astype(np.uint8))
+    return _kernel_ready(arr.astype(np.uint8))
 
 
 @dataclass(frozen=True)
@@ -94,9 +106,9 @@ class ShareBatch:
             if n and (job_index.min() < 0 or job_index.max() > np.iinfo(np.int32).max):
                 raise ValueError("job_index out of range")
             job_index = job_index.astype(np.int32)
-        fields = {"job_index": np.ascontiguousarray(job_index)}
+        fields = {"job_index": _kernel_ready(job_index)}
         for name, limit in (("extranonce1", MAX_EXTRANONCE1), ("extranonce2", MAX_EXTRANONCE2)):
-            arr = np.ascontiguousarray(np.asarray(getattr(self, name), dtype=np.uint8))
+            arr = _kernel_ready(np.asarray(getattr(self, name), dtype=np.uint8))
             if arr.ndim != 2 or arr.shape[0] != n:
                 raise ValueError(f"{name} must have shape (n, width), got {arr.shape}")
             if arr.shape[1] > limit:
@@ -104,10 +116,10 @@ class ShareBatch:
             fields[name] = arr
         for name in ("ntime", "nonce", "version_bits", "mask"):
             fields[name] = _u32(getattr(self, name), n, name)
-        target = np.ascontiguousarray(np.asarray(self.share_target))
-        if target.shape != (n, 8) or target.dtype != np.uint32:
+        target = np.asarray(self.share_target)
+        if target.shape != (n, 8) or target.dtype.kind != "u" or target.dtype.itemsize != 4:
             raise ValueError("share_target must be uint32[n, 8] (most significant word first)")
-        fields["share_target"] = target
+        fields["share_target"] = _kernel_ready(target.astype(np.uint32, copy=False))
         fields["extranonce1_len"] = _lengths(self.extranonce1_len, n, fields["extranonce1"].shape[1], "extranonce1_len")
         fields["extranonce2_len"] = _lengths(self.extranonce2_len, n, fields["extranonce2"].shape[1], "extranonce2_len")
         for name, value in fields.items():
