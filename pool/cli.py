@@ -64,10 +64,25 @@ def mine(url: str, user: str | None, shares: int | None) -> None:
 def _attach_subcommands() -> None:
     from payouts.cli import payouts
 
+    from .stats_providers import wired_stats_group
+
+    from .share_cli import share
+
     main.add_command(payouts)
+    main.add_command(share)
+    main.add_command(wired_stats_group())
 
 
 _attach_subcommands()
+
+
+def _attach_db() -> None:
+    from .storage.cli import db
+
+    main.add_command(db)
+
+
+_attach_db()
 
 if __name__ == "__main__":
     main()

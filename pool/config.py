@@ -10,6 +10,7 @@ import tomllib
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -52,16 +53,96 @@ class PoolSection(_Section):
         return v
 
 
+def _check_rpc_url(v: str) -> str:
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{redact_url(v)!r} is not an http(s)://host:port/ JSON-RPC URL")
+    try:
+        parts.port
+    except ValueError as exc:
+        raise ValueError(f"{redact_url(v)!r}: {exc}") from exc
+    return v
+
+
+def _check_zmq_endpoint(v: str) -> str:
+    if v and not v.startswith(("tcp://", "ipc://")):
+        raise ValueError(f"{v!r} is not a ZMQ endpoint (tcp://host:port or ipc://path)")
+    return v
+
+
+def redact_url(url: str) -> str:
+    """A URL without its credentials, for error messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class NodeEndpoint(_Section):
+    """One bitcoind: JSON-RPC URL, its cookie file, its ``-zmqpubhashblock`` endpoint."""
+
+    url: str
+    cookie_file: Path | None = None
+    zmq_hashblock: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_rpc_url(v)
+
+    @field_validator("zmq_hashblock")
+    @classmethod
+    def _zmq(cls, v: str) -> str:
+        return _check_zmq_endpoint(v)
+
+
 class NodeSection(_Section):
     url: str = ""
-    urls: list[str] = Field(default_factory=list)
+    urls: list[str | NodeEndpoint] = Field(default_factory=list)
     cookie_file: Path | None = None
+    zmq_hashblock: str = ""
     timeout: float = Field(10.0, gt=0)
     poll_interval: float = Field(0.5, gt=0)
     refresh_interval: float = Field(30.0, gt=0)
+    longpoll: bool = True
+    longpoll_timeout: float = Field(120.0, gt=0)
+    failover_holdoff: float = Field(5.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_rpc_url(v) if v else v
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[str | NodeEndpoint]) -> list[str | NodeEndpoint]:
+        for item in v:
+            if isinstance(item, str):
+                _check_rpc_url(item)
+        return v
+
+    @field_validator("zmq_hashblock")
+    @classmethod
+    def _zmq(cls, v: str) -> str:
+        return _check_zmq_endpoint(v)
 
     def endpoints(self) -> list[str]:
-        return [u for u in [self.url, *self.urls] if u]
+        """The JSON-RPC URLs, in order of preference."""
+        return [ep.url for ep in self.node_endpoints()]
+
+    def node_endpoints(self) -> list[NodeEndpoint]:
+        """Every node in order of preference; ``cookie_file`` and ``zmq_hashblock`` of the
+        section apply to ``url`` (and the cookie to plain-string ``urls`` entries too)."""
+        out = []
+        if self.url:
+            out.append(NodeEndpoint(url=self.url, cookie_file=self.cookie_file, zmq_hashblock=self.zmq_hashblock))
+        for item in self.urls:
+            if isinstance(item, str):
+                out.append(NodeEndpoint(url=item, cookie_file=self.cookie_file))
+            else:
+                out.append(item if item.cookie_file else item.model_copy(update={"cookie_file": self.cookie_file}))
+        return out
 
 
 class DevnetSection(_Section):
@@ -71,6 +152,13 @@ class DevnetSection(_Section):
     synthetic_txs: int = Field(3, ge=0, le=500)
     rpc_user: str = ""
     rpc_password: str = ""
+    zmq_hashblock: str = ""
+    longpoll_timeout: float = Field(30.0, gt=0)
+
+    @field_validator("zmq_hashblock")
+    @classmethod
+    def _zmq(cls, v: str) -> str:
+        return _check_zmq_endpoint(v)
 
     @field_validator("difficulty", mode="before")
     @classmethod
@@ -106,12 +194,64 @@ class DatabaseSection(_Section):
     url: str = ""
     batch_size: int = Field(500, ge=1)
     flush_interval: float = Field(0.05, gt=0)
+    # Share records held in memory for the database; beyond it they stay on disk only.
+    queue_size: int = Field(100_000, ge=1)
+    # Write-ahead spool: every accepted share is fsynced here before the miner hears `true`.
+    spool_dir: Path | None = None
+    spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
+    fsync_interval: float = Field(0.002, ge=0, le=1)
+    segment_bytes: int = Field(8 << 20, ge=4096)
+    segment_age: float = Field(2.0, gt=0)
+
+    def spool_path(self, data_dir: Path) -> Path:
+        """The spool directory: ``spool_dir``, or ``spool`` under the pool's data_dir."""
+        return self.spool_dir if self.spool_dir is not None else data_dir / "spool"
+
+
+class CheckerSection(_Section):
+    # "numba": the compiled lane kernel; "scalar": the hashlib reference (bit-identical).
+    backend: Literal["numba", "scalar"] = "numba"
+    threads: int = Field(1, ge=1, le=64)
+    batch_size: int = Field(1024, ge=1, le=65536)
+    batch_deadline_ms: float = Field(2.0, ge=0, le=1000)
 
 
 class MetricsSection(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9333, ge=0, le=65535)
+    # Seconds between recomputing the hashrate / concentration gauges (not per share).
+    update_interval: float = Field(5.0, gt=0)
+    # Label-cardinality caps: beyond them workers roll up per miner (worker="_other")
+    # and miners into miner="_other".
+    max_worker_series: int = Field(500, ge=0)
+    max_miner_series: int = Field(500, ge=0)
+    # Seconds between getblockchaininfo polls for the node-behind figures.
+    node_status_interval: float = Field(15.0, gt=0)
+
+
+class ConcentrationSection(_Section):
+    # In-pool view: accepted difficulty per miner over this many seconds.
+    pool_window: float = Field(86400.0, gt=0)
+    # Warn (log + metric) when one miner has more than this share of the pool.
+    pool_max_share: float = Field(0.3, gt=0, le=1)
+    # Network view: mempool pools-v2.json identification file; None = network view off.
+    pools_file: Path | None = None
+    # Blocks in the network window (1008 = about a week).
+    network_window: int = Field(1008, ge=1)
+    # Alert threshold for the largest pool's share of the network window.
+    network_max_share: float = Field(0.4, gt=0, le=1)
+    # Unattributed blocks: each its own entity, all as one, or left out.
+    unknown_policy: Literal["each", "one", "exclude"] = "each"
+    # DOJ/FTC merger-guidelines generation used for the HHI band labels.
+    guideline: Literal["1992", "2010", "2023"] = "2010"
+
+    @field_validator("pools_file")
+    @classmethod
+    def _pools_file_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"{v} is not a file")
+        return v
 
 
 class Settings(_Section):
@@ -120,7 +260,9 @@ class Settings(_Section):
     devnet: DevnetSection = Field(default_factory=DevnetSection)
     stratum: StratumSection = Field(default_factory=StratumSection)
     database: DatabaseSection = Field(default_factory=DatabaseSection)
+    checker: CheckerSection = Field(default_factory=CheckerSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
+    concentration: ConcentrationSection = Field(default_factory=ConcentrationSection)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Settings":

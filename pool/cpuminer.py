@@ -86,7 +86,11 @@ class CPUMiner:
             await self._send("mining.authorize", [self.username, self.password])
             if self.suggest is not None:
                 await self._send("mining.suggest_difficulty", [self.suggest])
-            await self._mine(max_shares)
+            submitted = await self._mine(max_shares)
+            with trio.move_on_after(5):
+                # Let the last answers arrive before hanging up.
+                while self.stats.accepted + self.stats.rejected < submitted:
+                    await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
         return self.stats
 
@@ -123,7 +127,7 @@ class CPUMiner:
                 self.stats.rejected += 1
                 self.stats.errors.append(msg["error"])
 
-    async def _mine(self, max_shares: int | None) -> None:
+    async def _mine(self, max_shares: int | None) -> int:
         submitted = 0
         en2_counter = itertools.count()
         while max_shares is None or submitted < max_shares:
@@ -144,5 +148,6 @@ class CPUMiner:
                     submitted += 1
                     nonce = hit + 1
                     if max_shares is not None and submitted >= max_shares:
-                        return
+                        return submitted
                 target = difficulty_to_target(self.difficulty)
+        return submitted

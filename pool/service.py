@@ -7,6 +7,7 @@ cleanly instead of leaving half of it running.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -23,20 +24,26 @@ from .bitcoin.script import AddressError, address_to_script
 from .bitcoin.serialize import internal_to_display
 from .bitcoin.target import difficulty_to_target, hash_difficulty, target_to_difficulty
 from .bitcoin.tx import TxOut
-from .config import Settings
+from .config import NodeEndpoint, Settings
 from .devnet.chain import DevnetChain
-from .devnet.rpc import DevnetRPC
-from .devnet.server import DevnetHTTPServer
+from .devnet.node import DevnetNode
 from .blocks import BlockSubmitter
 from .jobs import Job, JobManager
-from .shares import judge_share
-from .metrics import PoolMetrics
-from .node import NodeClient
-from .storage.db import create_schema, make_engine
+from .shares import Verdict, judge_share
+from .validator import BatchValidator, ValidationFailed, make_checker
+from .attribution import load_pool_table
+from .metrics import InstrumentedNodeClient, PoolMetrics, SamplerSources, count_subscribed
+from .network_stats import NetworkTracker
+from .node import NodePool
+from .storage.db import make_engine, try_upgrade, upgrade
 from .storage.records import ShareRecord
-from .storage.writer import ShareWriter
+from .storage.writer import ShareWriter, SpoolError, SpoolFull
 
 log = logging.getLogger(__name__)
+
+# A share the pool cannot make durable is refused, never acknowledged: explicit back-pressure.
+STORAGE_FULL = StratumError(errors.ErrorCode.OTHER, "Pool storage full: share not recorded, database behind", "storage-full")
+STORAGE_FAILED = StratumError(errors.ErrorCode.OTHER, "Pool storage failed: share not recorded", "storage-error")
 
 
 def split_username(username: str) -> tuple[str, str]:
@@ -48,9 +55,12 @@ def split_username(username: str) -> tuple[str, str]:
 class Pool:
     """The pool's decisions, as the Stratum server's ``PoolBackend``."""
 
-    def __init__(self, settings: Settings, node: NodeClient, metrics: PoolMetrics, writer: ShareWriter) -> None:
+    def __init__(self, settings: Settings, nodes: NodePool, metrics: PoolMetrics, writer: ShareWriter) -> None:
         self.settings = settings
-        self.node = node
+        self.nodes = nodes
+        # RPC for the node-status poll and the concentration tracker: the
+        # preferred node, with fail-over.
+        self.node = nodes
         self.metrics = metrics
         self.writer = writer
         self.payout_script = address_to_script(settings.pool.address, settings.pool.network)
@@ -71,16 +81,22 @@ class Pool:
             ),
         )
         self.jobs = JobManager(
-            node,
+            nodes,
             payout_outputs=self.payout_outputs,
             tag=settings.pool.tag.encode(),
             extranonce_size=s.extranonce1_size + s.extranonce2_size,
             on_job=self._on_job,
-            poll_interval=settings.node.poll_interval,
             refresh_interval=settings.node.refresh_interval,
+            longpoll=settings.node.longpoll,
+            longpoll_timeout=settings.node.longpoll_timeout,
+            version_mask=int(s.version_mask, 16),
         )
         self.best_share = Fraction(0)
-        self.submitter = BlockSubmitter(node, metrics, writer)
+        c = settings.checker
+        self.validator = BatchValidator(
+            make_checker(c.backend, c.threads), max_batch=c.batch_size, deadline=c.batch_deadline_ms / 1000
+        )
+        self.submitter = BlockSubmitter(nodes, metrics, writer)
 
     def payout_outputs(self, value: int) -> list[TxOut]:
         return [TxOut(value, self.payout_script)]
@@ -90,7 +106,9 @@ class Pool:
         self.stratum.network_difficulty = network
         self.metrics.network_difficulty.set(float(network))
         self.metrics.block_height.set(job.height)
+        self.validator.add_job(job)
         self.stratum.broadcast(job.stratum_job())
+        self.metrics.job_broadcast(job)
 
     # --- PoolBackend -------------------------------------------------------
     async def authorize(self, username: str, password: str) -> tuple[bool, str | None]:
@@ -116,41 +134,88 @@ class Pool:
             self.share_rejected(share.worker, errors.UNKNOWN_JOB)
             return errors.UNKNOWN_JOB
         started = time.perf_counter()
-        verdict = judge_share(job, share)
+        try:
+            check = await self.validator.check(
+                job.job_id, share.extranonce1, share.extranonce2, share.ntime, share.nonce,
+                share.version_bits, share.version_mask, difficulty_to_target(share.difficulty),
+            )
+        except (KeyError, ValidationFailed) as exc:
+            log.error("share from %s on job %s not judged: %s", share.worker, job.job_id, exc)
+            self.share_rejected(share.worker, errors.NODE_UNAVAILABLE)
+            return errors.NODE_UNAVAILABLE
         self.metrics.share_validation_seconds.observe(time.perf_counter() - started)
-        is_block = verdict.hash_value <= job.network_target
+        verdict = Verdict(check.block_hash, check.hash_value, b"")
+        is_block = check.meets_network
         if is_block:
+            # Rare: rebuild through the scalar reference, which also gives the header.
+            verdict = judge_share(job, share)
+            if verdict.block_hash != check.block_hash:
+                log.error("checker and scalar reference disagree on job %s; trusting the reference", job.job_id)
             address, worker = split_username(share.worker)
             await self.submitter.submit(job, verdict, share.extranonce1 + share.extranonce2, share.ntime, share.nonce, address, worker)
             self.jobs.wake()
         if share.stale and not is_block:
             self.share_rejected(share.worker, errors.STALE_JOB)
             return errors.STALE_JOB
-        if verdict.hash_value > difficulty_to_target(share.difficulty):
+        if not check.meets_share:
             self.share_rejected(share.worker, errors.LOW_DIFFICULTY)
             return errors.LOW_DIFFICULTY
         address, worker = split_username(share.worker)
-        self.writer.put(
-            ShareRecord(
-                share_hash=internal_to_display(verdict.block_hash),
-                address=address,
-                worker=worker,
-                job_id=job.job_id,
-                height=job.height,
-                difficulty=share.difficulty,
-                network_difficulty=target_to_difficulty(job.network_target),
-                is_block=is_block,
-                created_at=dt.datetime.now(dt.timezone.utc),
+        # `true` only once the share is fsynced in the spool (group commit, a few ms).
+        try:
+            await self.writer.record(
+                ShareRecord(
+                    share_hash=internal_to_display(verdict.block_hash),
+                    address=address,
+                    worker=worker,
+                    job_id=job.job_id,
+                    height=job.height,
+                    difficulty=share.difficulty,
+                    network_difficulty=target_to_difficulty(job.network_target),
+                    is_block=is_block,
+                    created_at=dt.datetime.now(dt.timezone.utc),
+                )
             )
-        )
+        except SpoolFull:
+            self.share_rejected(share.worker, STORAGE_FULL)
+            return STORAGE_FULL
+        except SpoolError as exc:
+            log.error("share from %s not recorded: %s", share.worker, exc)
+            self.share_rejected(share.worker, STORAGE_FAILED)
+            return STORAGE_FAILED
         self.metrics.shares_accepted.inc()
         self.metrics.accepted_difficulty.inc(float(share.difficulty))
+        self.metrics.share_accepted(address, worker, share.difficulty, target_to_difficulty(job.network_target), is_block=is_block)
         self.metrics.db_queue_depth.set(self.writer.pending)
         achieved = hash_difficulty(verdict.hash_value)
         if achieved > self.best_share:
             self.best_share = achieved
             self.metrics.best_share_difficulty.set(float(achieved))
         return None
+
+def _start_metrics_tasks(nursery: trio.Nursery, settings: Settings, pool: Pool, metrics: PoolMetrics) -> None:
+    """Gauge sampler, node status poll and (with a pools file) the network concentration tracker."""
+    sources = SamplerSources(
+        subscriptions=lambda: count_subscribed(pool.stratum.sessions),
+        db_queue_depth=lambda: pool.writer.pending,
+        spool_bytes=lambda: pool.writer.stats().spool_bytes,
+    )
+    nursery.start_soon(metrics.run_sampler, sources)
+    nursery.start_soon(metrics.run_node_status, pool.node)
+    c = settings.concentration
+    if c.pools_file is not None:
+        tracker = NetworkTracker(
+            pool.node,
+            load_pool_table(c.pools_file),
+            size=c.network_window,
+            unknown_policy=c.unknown_policy,
+            network=settings.pool.network,
+            guideline=c.guideline,
+            metrics=metrics,
+        )
+        metrics.on_new_tip(tracker.wake)
+        nursery.start_soon(tracker.run)
+
 
 @dataclass
 class RunningPool:
@@ -161,34 +226,62 @@ class RunningPool:
     metrics_port: int | None
     node_url: str
     devnet: DevnetChain | None
+    devnet_node: DevnetNode | None = None
 
 
 async def run_pool(settings: Settings, *, task_status: trio.TaskStatus[RunningPool] = trio.TASK_STATUS_IGNORED) -> None:
     engine = make_engine(settings.database_url)
-    await trio.to_thread.run_sync(create_schema, engine)
-    metrics = PoolMetrics()
-    writer = ShareWriter(engine, batch_size=settings.database.batch_size, flush_interval=settings.database.flush_interval)
+    # Migrate to head now; if the database is down, the writer does it once it answers.
+    migrated = await trio.to_thread.run_sync(try_upgrade, engine)
+    metrics = PoolMetrics(settings=settings.metrics, concentration=settings.concentration)
+    db = settings.database
+    writer = ShareWriter(
+        engine,
+        db.spool_path(settings.pool.data_dir),
+        batch_size=db.batch_size,
+        flush_interval=db.flush_interval,
+        queue_size=db.queue_size,
+        fsync_interval=db.fsync_interval,
+        spool_max_bytes=db.spool_max_bytes,
+        segment_bytes=db.segment_bytes,
+        segment_age=db.segment_age,
+        prepare=None if migrated else (lambda: upgrade(engine)),
+    )
     metrics_port = None
     try:
         async with trio.open_nursery() as nursery:
-            devnet = None
+            # The spool is open (and a crashed run's segments queued for replay) before any share arrives.
+            await nursery.start(writer.run)
+            devnet = devnet_node = None
             if settings.uses_devnet:
-                devnet = DevnetChain(difficulty=settings.devnet.difficulty, synthetic_txs=settings.devnet.synthetic_txs)
-                http = DevnetHTTPServer(DevnetRPC(devnet), user=settings.devnet.rpc_user, password=settings.devnet.rpc_password)
-                port = await nursery.start(http.serve, settings.devnet.host, settings.devnet.port)
-                creds = f"{settings.devnet.rpc_user}:{settings.devnet.rpc_password}@" if settings.devnet.rpc_user else ""
-                node_url = f"http://{creds}{settings.devnet.host}:{port}/"
+                d = settings.devnet
+                devnet = DevnetChain(difficulty=d.difficulty, synthetic_txs=d.synthetic_txs)
+                devnet_node = DevnetNode(
+                    devnet, host=d.host, port=d.port, rpc_user=d.rpc_user, rpc_password=d.rpc_password,
+                    zmq_hashblock=d.zmq_hashblock or None, longpoll_timeout=d.longpoll_timeout,
+                )
+                await nursery.start(devnet_node.run)
+                endpoints = [NodeEndpoint(url=devnet_node.url, zmq_hashblock=devnet_node.zmq_endpoint or "")]
             else:
-                node_url = settings.node.endpoints()[0]
-            node = NodeClient(node_url, timeout=settings.node.timeout, cookie_file=settings.node.cookie_file)
-            pool = Pool(settings, node, metrics, writer)
-            nursery.start_soon(writer.run)
+                endpoints = settings.node.node_endpoints()
+            node_url = endpoints[0].url
+            nodes = NodePool.from_settings(
+                settings.node, endpoints, client=functools.partial(InstrumentedNodeClient, metrics=metrics)
+            )
+            nodes.tip_listeners.append(lambda tip: metrics.propagation.tip_seen(tip, time.monotonic()))
+            node = nodes
+            pool = Pool(settings, nodes, metrics, writer)
+            _start_metrics_tasks(nursery, settings, pool, metrics)
+            # Compile (or load from cache) the checker's kernel before any share arrives.
+            warm = await trio.to_thread.run_sync(pool.validator.checker.warm_up)
+            log.info("share checker ready (%s backend, %.1fs)", settings.checker.backend, warm)
+            nursery.start_soon(pool.validator.run)
             await nursery.start(pool.jobs.run)
             stratum_port = await nursery.start(pool.stratum.serve, settings.stratum.host, settings.stratum.port)
             if settings.metrics.enabled:
                 metrics_port = metrics.serve(settings.metrics.host, settings.metrics.port)
             log.info("pool running: stratum+tcp://%s:%d, node %s", settings.stratum.host, stratum_port, node.name)
-            task_status.started(RunningPool(pool, stratum_port, metrics_port, node_url, devnet))
+            task_status.started(RunningPool(pool, stratum_port, metrics_port, node_url, devnet, devnet_node))
     finally:
         metrics.close()
         engine.dispose()

@@ -1,0 +1,94 @@
+"""Batching share checks across connections: same answers as the scalar reference."""
+
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+
+import trio
+
+from pool.bitcoin.script import address_to_script
+from pool.bitcoin.target import difficulty_to_target
+from pool.bitcoin.tx import TxOut
+from pool.checker import Checker
+from pool.config import DEVNET_POOL_ADDRESS
+from pool.devnet.chain import DevnetChain
+from pool.jobs import build_job
+from pool.shares import judge_share
+from pool.validator import BatchValidator
+from stratum.protocol import Share
+
+SCRIPT = address_to_script(DEVNET_POOL_ADDRESS, "regtest")
+
+
+def _job(difficulty: Fraction = Fraction(1)):
+    chain = DevnetChain(difficulty=difficulty, synthetic_txs=5)
+    return build_job(
+        chain.block_template(), job_id="1", generation=1,
+        payout_outputs=lambda v: [TxOut(v, SCRIPT)], tag=b"/t/", extranonce_size=8, clean_jobs=True,
+    )
+
+
+def _share(job, rng: random.Random, difficulty: Fraction) -> Share:
+    return Share(
+        worker="w", job=job.stratum_job(), extranonce1=rng.randbytes(4), extranonce2=rng.randbytes(4),
+        ntime=job.curtime, nonce=rng.getrandbits(32), version_bits=rng.getrandbits(32) & 0x1FFFE000,
+        version_mask=0x1FFFE000, difficulty=difficulty, stale=False,
+    )
+
+
+async def _check_all(validator: BatchValidator, job, shares, difficulty):
+    results = [None] * len(shares)
+
+    async def one(i, s):
+        results[i] = await validator.check(job.job_id, s.extranonce1, s.extranonce2, s.ntime, s.nonce,
+                                           s.version_bits, s.version_mask, difficulty_to_target(difficulty))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(validator.run)
+        async with trio.open_nursery() as inner:
+            for i, s in enumerate(shares):
+                inner.start_soon(one, i, s)
+        nursery.cancel_scope.cancel()
+    return results
+
+
+async def test_concurrent_submissions_are_batched_and_match_reference():
+    job = _job()
+    rng = random.Random(7)
+    difficulty = Fraction(1, 2**24)  # about one random header in 256 meets it
+    shares = [_share(job, rng, difficulty) for _ in range(600)]
+    validator = BatchValidator(Checker(backend="numba"), max_batch=256, deadline=0.005)
+    validator.add_job(job)
+    results = await _check_all(validator, job, shares, difficulty)
+    assert validator.batches < 10  # 600 concurrent shares went through in a handful of calls
+    target = difficulty_to_target(difficulty)
+    for share, got in zip(shares, results):
+        ref = judge_share(job, share)
+        assert got.block_hash == ref.block_hash
+        assert got.meets_share == (ref.hash_value <= target)
+        assert got.meets_network == (ref.hash_value <= job.network_target)
+    assert any(r.meets_share for r in results)
+
+
+async def test_lone_share_is_judged_promptly_on_scalar_path():
+    job = _job()
+    rng = random.Random(1)
+    share = _share(job, rng, Fraction(1))
+    validator = BatchValidator(Checker(backend="scalar"), max_batch=1024, deadline=0.002)
+    validator.add_job(job)
+    start = trio.current_time()
+    [got] = await _check_all(validator, job, [share], Fraction(1))
+    assert trio.current_time() - start < 0.5
+    assert got.block_hash == judge_share(job, share).block_hash
+    assert validator.batches == 1
+
+
+async def test_unknown_job_is_refused_not_crashing():
+    validator = BatchValidator(Checker(backend="scalar"))
+    try:
+        await validator.check("nope", b"", b"\0" * 4, 0, 0, 0, 0, 1)
+    except KeyError:
+        pass
+    else:
+        raise AssertionError("an unknown job must be refused")
