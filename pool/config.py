@@ -176,6 +176,8 @@ class StratumSection(_Section):
     min_difficulty: Fraction = Fraction(1, 100000)
     max_difficulty: Fraction | None = None
     target_share_interval: float = Field(10.0, gt=0)
+    max_share_rate: float = Field(1.0, gt=0)
+    resume_window: float = Field(300.0, ge=0)
     version_mask: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{8}$")] = "1fffe000"
 
     @field_validator("start_difficulty", "min_difficulty", "max_difficulty", mode="before")
@@ -187,6 +189,8 @@ class StratumSection(_Section):
     def _bounds(self) -> "StratumSection":
         if self.max_difficulty is not None and self.max_difficulty < self.min_difficulty:
             raise ValueError("max_difficulty is below min_difficulty")
+        if self.max_share_rate * self.target_share_interval < 2:
+            raise ValueError("max_share_rate must allow at least twice the target share rate (1/target_share_interval)")
         return self
 
 

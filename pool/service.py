@@ -75,9 +75,11 @@ class Pool:
                     min_difficulty=s.min_difficulty,
                     max_difficulty=s.max_difficulty,
                     target_share_interval=s.target_share_interval,
+                    max_share_rate=s.max_share_rate,
                 ),
                 extranonce1_size=s.extranonce1_size,
                 server_id=s.server_id,
+                resume_window=s.resume_window,
             ),
         )
         self.jobs = JobManager(
@@ -128,6 +130,33 @@ class Pool:
         self.metrics.connections.set(connected)
         self.metrics.workers_authorized.set(working)
 
+    async def _record_share(self, share: Share, job: Job, verdict: Verdict, *, is_block: bool) -> StratumError | None:
+        """Spool the share; `true` may be sent only after this returns None
+        (the share is fsynced; group commit makes that a few ms)."""
+        address, worker = split_username(share.worker)
+        try:
+            await self.writer.record(
+                ShareRecord(
+                    share_hash=internal_to_display(verdict.block_hash),
+                    address=address,
+                    worker=worker,
+                    job_id=job.job_id,
+                    height=job.height,
+                    difficulty=share.difficulty,
+                    network_difficulty=target_to_difficulty(job.network_target),
+                    is_block=is_block,
+                    created_at=dt.datetime.now(dt.timezone.utc),
+                )
+            )
+        except SpoolFull:
+            self.share_rejected(share.worker, STORAGE_FULL)
+            return STORAGE_FULL
+        except SpoolError as exc:
+            log.error("share from %s not recorded: %s", share.worker, exc)
+            self.share_rejected(share.worker, STORAGE_FAILED)
+            return STORAGE_FAILED
+        return None
+
     async def submit_share(self, share: Share) -> StratumError | None:
         job = self.jobs.get(share.job.job_id)
         if job is None:
@@ -152,37 +181,24 @@ class Pool:
             if verdict.block_hash != check.block_hash:
                 log.error("checker and scalar reference disagree on job %s; trusting the reference", job.job_id)
             address, worker = split_username(share.worker)
+            # The winning share goes into the spool while the block goes out, so it is
+            # durable no later than the block is known (the block is not delayed by it).
             await self.submitter.submit(job, verdict, share.extranonce1 + share.extranonce2, share.ntime, share.nonce, address, worker)
+            refused = await self._record_share(share, job, verdict, is_block=True)
             self.jobs.wake()
+            if refused is not None:
+                return refused
         if share.stale and not is_block:
             self.share_rejected(share.worker, errors.STALE_JOB)
             return errors.STALE_JOB
         if not check.meets_share:
             self.share_rejected(share.worker, errors.LOW_DIFFICULTY)
             return errors.LOW_DIFFICULTY
+        if not is_block:
+            refused = await self._record_share(share, job, verdict, is_block=False)
+            if refused is not None:
+                return refused
         address, worker = split_username(share.worker)
-        # `true` only once the share is fsynced in the spool (group commit, a few ms).
-        try:
-            await self.writer.record(
-                ShareRecord(
-                    share_hash=internal_to_display(verdict.block_hash),
-                    address=address,
-                    worker=worker,
-                    job_id=job.job_id,
-                    height=job.height,
-                    difficulty=share.difficulty,
-                    network_difficulty=target_to_difficulty(job.network_target),
-                    is_block=is_block,
-                    created_at=dt.datetime.now(dt.timezone.utc),
-                )
-            )
-        except SpoolFull:
-            self.share_rejected(share.worker, STORAGE_FULL)
-            return STORAGE_FULL
-        except SpoolError as exc:
-            log.error("share from %s not recorded: %s", share.worker, exc)
-            self.share_rejected(share.worker, STORAGE_FAILED)
-            return STORAGE_FAILED
         self.metrics.shares_accepted.inc()
         self.metrics.accepted_difficulty.inc(float(share.difficulty))
         self.metrics.share_accepted(address, worker, share.difficulty, target_to_difficulty(job.network_target), is_block=is_block)
