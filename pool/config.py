@@ -196,7 +196,7 @@ class StratumSection(_Section):
 
 class DatabaseSection(_Section):
     url: str = ""
-    batch_size: int = Field(500, ge=1)
+    batch_size: int = Field(5000, ge=1)
     flush_interval: float = Field(0.05, gt=0)
     # Share records held in memory for the database; beyond it they stay on disk only.
     queue_size: int = Field(100_000, ge=1)

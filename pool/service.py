@@ -98,7 +98,7 @@ class Pool:
         self.validator = BatchValidator(
             make_checker(c.backend, c.threads), max_batch=c.batch_size, deadline=c.batch_deadline_ms / 1000
         )
-        self.submitter = BlockSubmitter(nodes, metrics, writer)
+        self.submitter = BlockSubmitter(nodes, metrics, writer, in_flight=self.jobs.own_block_in_flight)
 
     def payout_outputs(self, value: int) -> list[TxOut]:
         return [TxOut(value, self.payout_script)]
@@ -183,8 +183,11 @@ class Pool:
             address, worker = split_username(share.worker)
             # The winning share goes into the spool while the block goes out, so it is
             # durable no later than the block is known (the block is not delayed by it).
-            await self.submitter.submit(job, verdict, share.extranonce1 + share.extranonce2, share.ntime, share.nonce, address, worker)
-            refused = await self._record_share(share, job, verdict, is_block=True)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    self.submitter.submit, job, verdict, share.extranonce1 + share.extranonce2, share.ntime, share.nonce, address, worker
+                )
+                refused = await self._record_share(share, job, verdict, is_block=True)
             self.jobs.wake()
             if refused is not None:
                 return refused

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Hashable
 
 from .messages import encode_notification
 
@@ -49,13 +49,29 @@ class StratumJob:
         """Serialised once per job, written to every connection as is."""
         return encode_notification("mining.notify", self.notify_params())
 
+    def reissue_line(self, wire_id: str) -> bytes:
+        """The same work under another job id, clean_jobs=false.
+
+        Sent to one connection after its difficulty (or extranonce1) changed,
+        so that firmware applying ``mining.set_difficulty`` at the next notify
+        (cgminer, bmminer) switches at once; the new id keeps the shares of
+        the two difficulties apart.
+        """
+        params = self.notify_params()
+        params[0] = wire_id
+        params[8] = False
+        return encode_notification("mining.notify", params)
+
 
 @dataclass
 class JobBook:
     """Live jobs and the shares already seen for each (duplicate detection).
 
-    Duplicates are keyed per job across all connections, so a miner that
-    reconnects and resubmits is still caught.
+    One book is shared by every connection of a server.  Duplicates are keyed
+    per job across all connections, by everything that determines the header
+    (extranonce1, extranonce2, ntime, nonce, resulting version), so a miner
+    that reconnects (and resumes its extranonce1) and resubmits is caught, and
+    two shares that differ only in rolled version bits are not confused.
     """
 
     max_jobs: int = 64

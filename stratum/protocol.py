@@ -3,19 +3,42 @@
 Lines go in, events come out (h11 style): ``Send`` carries bytes for the
 socket; ``AuthorizeRequested`` and ``ShareSubmitted`` ask the pool for a
 decision, which comes back through ``authorize_result``/``share_result``.
-Everything here is deterministic given the ``now`` passed in, so the whole
+Everything is deterministic given the ``now`` passed in, so the whole
 protocol is tested without a network or a clock.
+
+The rules it implements (docs/stratum.md has the full story):
+
+* Messages are accepted in any order firmware sends them: ``mining.configure``
+  before ``mining.subscribe``, ``mining.authorize`` before or after it,
+  ``mining.suggest_difficulty`` before or after authorize.  Work (the first
+  ``mining.set_difficulty`` + ``mining.notify``) starts once the connection
+  is both subscribed and authorized.
+* Every request gets an answer with its id echoed verbatim; unknown methods
+  get error 20, never silence.
+* Difficulty: a share is judged at the difficulty recorded for the job id it
+  names, which is the difficulty in force when that job was sent, lowered to
+  any lower difficulty set since.  A difficulty change is announced with
+  ``mining.set_difficulty`` followed by the current work under a new job id
+  (clean_jobs=false): firmware that applies the new difficulty at the next
+  notify (cgminer, bmminer) switches at once, firmware that applies it
+  immediately (ESP-Miner) is never refused for it, no job is ever sent twice
+  under one id and no work is thrown away.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 from . import errors
 from .errors import StratumError
+from .extranonce import ExtranonceExhausted, SessionRegistry
 from .jobs import JobBook, StratumJob
 from .messages import (
     MessageError,
@@ -24,22 +47,30 @@ from .messages import (
     encode_error,
     encode_notification,
     encode_result,
+    encode_set_difficulty,
     parse_line,
 )
-from .vardiff import Vardiff
+from .vardiff import Vardiff, VardiffSettings
 
 _HEX8 = re.compile(r"^[0-9a-fA-F]{8}$")
 _HEX = re.compile(r"^(?:[0-9a-fA-F]{2})*$")
-
+_MASK = re.compile(r"^(?:0[xX])?([0-9a-fA-F]{1,8})$")
+_LEGACY_SUGGEST = re.compile(r"^mining\.suggest_difficulty\s*\(\s*([^)]*?)\s*\)$")
+_DIFF1_TARGET = 0xFFFF << 208
+_U32 = 0xFFFFFFFF
 
 # --- events -----------------------------------------------------------------
 @dataclass(frozen=True)
 class Send:
+    """Bytes for this connection's socket."""
+
     data: bytes
 
 
 @dataclass(frozen=True)
 class AuthorizeRequested:
+    """The pool must accept or refuse a worker name (answer with ``authorize_result``)."""
+
     request_id: Any
     username: str
     password: str
@@ -47,6 +78,15 @@ class AuthorizeRequested:
 
 @dataclass(frozen=True)
 class Share:
+    """A submit that passed every protocol check; the pool hashes and judges it.
+
+    ``job`` is the pool's job (``job.job_id`` is the pool's id even when the
+    miner named a re-issued id, kept in ``wire_job_id``).  ``difficulty`` is
+    the difficulty to judge at; ``stale`` means the job is from an older
+    chain tip (refuse with ``errors.STALE_JOB`` unless the share solves a
+    block).
+    """
+
     worker: str
     job: StratumJob
     extranonce1: bytes
@@ -57,6 +97,16 @@ class Share:
     version_mask: int
     difficulty: Fraction
     stale: bool
+    wire_job_id: str = ""
+
+    @property
+    def version(self) -> int:
+        """The header version: BIP310 ``(job_version & ~mask) | (bits & mask)``."""
+        return (self.job.version & ~self.version_mask & _U32) | (self.version_bits & self.version_mask)
+
+    @property
+    def duplicate_key(self) -> tuple[bytes, bytes, int, int, int]:
+        return (self.extranonce1, self.extranonce2, self.ntime, self.nonce, self.version)
 
 
 @dataclass(frozen=True)
@@ -67,7 +117,7 @@ class ShareSubmitted:
 
 @dataclass(frozen=True)
 class ShareRejected:
-    """A submit refused by the protocol itself (never reached the pool)."""
+    """A submit refused by the protocol itself (it never reached the pool)."""
 
     request_id: Any
     worker: str | None
@@ -75,11 +125,18 @@ class ShareRejected:
 
 
 @dataclass(frozen=True)
+class Superseded:
+    """``connection`` lost its session to this one (a resume); close its socket."""
+
+    connection: ServerConnection
+
+
+@dataclass(frozen=True)
 class Close:
     reason: str
 
 
-Event = Send | AuthorizeRequested | ShareSubmitted | ShareRejected | Close
+Event = Send | AuthorizeRequested | ShareSubmitted | ShareRejected | Superseded | Close
 
 
 @dataclass(frozen=True)
@@ -90,158 +147,371 @@ class ProtocolSettings:
     min_difficulty: Fraction = Fraction(1, 100000)
     max_difficulty: Fraction | None = None
     target_share_interval: float = 10.0
+    #: Flood floor: the difficulty is raised at once when shares come faster than this.
+    max_share_rate: float = 1.0
+    #: Job ids (including re-issued ones) each connection remembers.
+    max_jobs: int = 64
+    #: Undecodable lines tolerated before the connection is closed.
+    max_bad_lines: int = 16
 
+    def __post_init__(self) -> None:
+        if not 4 <= self.extranonce2_size <= 8:
+            raise ValueError("extranonce2_size must be 4..8 bytes (above 8 breaks cgminer-based firmware)")
+        if not 0 <= self.version_mask <= _U32:
+            raise ValueError("version_mask must be a 32-bit value")
+        if self.start_difficulty <= 0:
+            raise ValueError("start_difficulty must be positive")
+        self.vardiff()  # validates the difficulty bounds and rates
 
-def difficulty_json(d: Fraction) -> int | float:
-    return int(d) if d.denominator == 1 else float(d)
+    def vardiff(self) -> VardiffSettings:
+        return VardiffSettings(
+            target_interval=self.target_share_interval,
+            min_difficulty=self.min_difficulty,
+            max_difficulty=self.max_difficulty,
+            max_share_rate=self.max_share_rate,
+        )
 
 
 @dataclass
-class ServerConnection:
-    extranonce1: bytes
-    settings: ProtocolSettings
-    jobs: JobBook
-    subscribed: bool = False
-    user_agent: str = ""
-    authorized: set[str] = field(default_factory=set)
-    version_mask: int = 0  # 0 until mining.configure negotiates rolling
-    extranonce_subscribed: bool = False
-    difficulty: Fraction = Fraction(1)
-    network_difficulty: Fraction | None = None
-    _work_started: bool = False
-    _job_difficulty: dict[str, Fraction] = field(default_factory=dict)
-    _pending_auth: set[Any] = field(default_factory=set)
-    vardiff: Vardiff = field(init=False)
+class SentJob:
+    """A job id as this connection knows it."""
 
-    def __post_init__(self) -> None:
-        s = self.settings
-        self.vardiff = Vardiff(s.target_share_interval, s.min_difficulty, s.max_difficulty)
-        self.difficulty = self.vardiff.clamp(s.start_difficulty)
+    job: StratumJob
+    difficulty: Fraction  # what a share on it is judged at
+    extranonce1: bytes  # in force when it was sent (mining.set_extranonce applies to later jobs)
+
+
+@dataclass
+class _Carry:
+    """What a session hands to its resumption."""
+
+    difficulty: Fraction
+    vardiff: Vardiff
+    sent: OrderedDict[str, SentJob]
+    latest: StratumJob | None
+    last_suggestion: Fraction | None
+
+
+def parse_difficulty(raw: Any, *, allow_zero: bool = False) -> Fraction | None:
+    """A difficulty from JSON (int, float or numeric string); None if it is not one."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        return None
+    try:
+        # A float goes through its shortest decimal form: 0.00015 means 15/100000.
+        value = Fraction(raw.strip() if isinstance(raw, str) else str(raw) if isinstance(raw, float) else raw)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
+    if value < 0 or (value == 0 and not allow_zero):
+        return None
+    return value
+
+
+def _parse_mask(raw: Any) -> int | None:
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw if 0 <= raw <= _U32 else None
+    if isinstance(raw, str):
+        m = _MASK.match(raw.strip())
+        return int(m.group(1), 16) if m else None
+    return None
+
+
+def _parse_count(raw: Any) -> int:
+    """min-bit-count as firmware sends it (int, float, numeric string); 0 if unusable."""
+    if isinstance(raw, bool):
+        return 0
+    if isinstance(raw, (int, float)) and math.isfinite(raw):
+        return max(0, min(32, int(raw)))
+    if isinstance(raw, str) and raw.strip().isdigit():
+        return min(32, int(raw.strip()))
+    return 0
+
+
+class ServerConnection:
+    """One miner's Stratum session (see module docstring for the rules)."""
+
+    def __init__(
+        self,
+        settings: ProtocolSettings | None = None,
+        jobs: JobBook | None = None,
+        sessions: SessionRegistry | None = None,
+        *,
+        version_mask: int | None = None,
+        network_difficulty: Fraction | None = None,
+    ) -> None:
+        self.settings = settings or ProtocolSettings()
+        self.jobs = jobs if jobs is not None else JobBook()
+        self.sessions = sessions if sessions is not None else SessionRegistry()
+        self.pool_version_mask = self.settings.version_mask if version_mask is None else version_mask
+        self.network_difficulty = network_difficulty
+        self.requested_mask: int | None = None  # None until mining.configure negotiates rolling
+        self.min_bit_count = 0
+        self.session_id: str | None = None
+        self.extranonce1: bytes | None = None
+        self._extranonce1s: list[bytes] = []
+        self.subscribed = False
+        self.resumed = False
+        self.user_agent = ""
+        self.info: dict[str, str] = {}
+        self.authorized: set[str] = set()
+        self.extranonce_subscribed = False
+        self.working = False
+        self.superseded = False
+        self.closed = False
+        self.vardiff = Vardiff(self.settings.vardiff())
+        self.difficulty = self.vardiff.clamp(self.settings.start_difficulty, network_difficulty)
+        self._sent: OrderedDict[str, SentJob] = OrderedDict()
+        self._latest: StratumJob | None = None
+        self._reissues = itertools.count(1)
+        self._last_suggestion: Fraction | None = None
+        self._bad_lines = 0
+
+    # --- properties ---------------------------------------------------------------
+    @property
+    def version_mask(self) -> int:
+        """The effective mask: the pool's intersected with the miner's (0 without rolling)."""
+        if self.requested_mask is None:
+            return 0
+        return self.pool_version_mask & self.requested_mask
+
+    @property
+    def version_rolling_degraded(self) -> bool:
+        """Fewer rollable bits than the miner's min-bit-count (BIP310: it runs degraded)."""
+        return self.requested_mask is not None and self.version_mask.bit_count() < self.min_bit_count
+
+    def sent_job(self, wire_id: str) -> SentJob | None:
+        return self._sent.get(wire_id)
 
     # --- input ----------------------------------------------------------------
     def receive_line(self, line: bytes, now: float) -> list[Event]:
+        if self.superseded:
+            return [Close("session resumed on another connection")]
         try:
             msg = parse_line(line)
         except MessageError as exc:
-            return [Send(encode_error(exc.request_id, exc.error))]
+            self._bad_lines += 1
+            out: list[Event] = [Send(encode_error(exc.request_id, exc.error))]
+            if self._bad_lines >= self.settings.max_bad_lines:
+                out.append(Close("too many malformed messages"))
+            return out
         if isinstance(msg, Response):
-            return []
-        handler = _HANDLERS.get(msg.method)
-        if handler is None:
-            return [Send(encode_error(msg.id, errors.unknown_method(msg.method)))]
+            return []  # e.g. an answer to client.get_version: nothing to do
+        return self.receive(msg, now)
+
+    def receive(self, req: Request, now: float) -> list[Event]:
+        """A parsed request."""
+        handler = _HANDLERS.get(req.method)
         try:
-            return handler(self, msg, now)
+            if handler is not None:
+                return handler(self, req, now)
+            legacy = _LEGACY_SUGGEST.match(req.method)
+            if legacy is not None:  # ckpool's "mining.suggest_difficulty(512)" form
+                return self._suggest_value(req, legacy.group(1), now)
         except StratumError as err:
-            return [Send(encode_error(msg.id, err))]
+            return [Send(encode_error(req.reply_id, err))]
+        return [Send(encode_error(req.reply_id, errors.unknown_method(req.method)))]
 
     # --- methods ----------------------------------------------------------------
-    def _subscribe(self, req: Request, now: float) -> list[Event]:
-        if req.params and isinstance(req.params[0], str):
-            self.user_agent = req.params[0][:128]
-        self.subscribed = True
-        subid = self.extranonce1.hex()
-        result = [
-            [["mining.set_difficulty", subid], ["mining.notify", subid]],
+    def _subscribe_result(self) -> list[Any]:
+        assert self.session_id is not None and self.extranonce1 is not None
+        return [
+            [["mining.set_difficulty", self.session_id], ["mining.notify", self.session_id]],
             self.extranonce1.hex(),
             self.settings.extranonce2_size,
         ]
-        return [Send(encode_result(req.id, result)), *self._maybe_start_work(now)]
+
+    def _subscribe(self, req: Request, now: float) -> list[Event]:
+        params = req.params
+        if params and isinstance(params[0], str):
+            self.user_agent = params[0][:128]
+        if self.subscribed:  # a repeated subscribe changes nothing
+            return [Send(encode_result(req.reply_id, self._subscribe_result()))]
+        events: list[Event] = []
+        offered = params[1] if len(params) > 1 and isinstance(params[1], str) and params[1] else None
+        if offered is not None:
+            events += self._resume(offered[:64], now)
+        if self.session_id is None:
+            try:
+                self.session_id, extranonce1 = self.sessions.open(self)
+            except ExtranonceExhausted:
+                return [Send(encode_error(req.reply_id, errors.SERVER_FULL)), Close("extranonce1 space exhausted")]
+            self._extranonce1s = [extranonce1]
+            self.extranonce1 = extranonce1
+        self.subscribed = True
+        return [Send(encode_result(req.reply_id, self._subscribe_result())), *events, *self._maybe_start_work(now)]
+
+    def _resume(self, session_id: str, now: float) -> list[Event]:
+        parked, previous = self.sessions.resume(session_id, self, now)
+        events: list[Event] = []
+        if parked is not None:
+            carry, extranonce1s = parked.state, parked.extranonce1s
+        elif isinstance(previous, ServerConnection):
+            carry, extranonce1s = previous._surrender()
+            events.append(Superseded(previous))
+        else:
+            return []
+        self.session_id = session_id
+        self._extranonce1s = list(extranonce1s)
+        self.extranonce1 = extranonce1s[-1]
+        self.resumed = True
+        if isinstance(carry, _Carry):
+            self.difficulty = carry.difficulty
+            self.vardiff = carry.vardiff
+            self._sent = carry.sent
+            self._latest = carry.latest
+            self._last_suggestion = carry.last_suggestion
+        return events
+
+    def _carry(self) -> _Carry:
+        return _Carry(self.difficulty, self.vardiff, self._sent, self._latest, self._last_suggestion)
+
+    def _surrender(self) -> tuple[_Carry, tuple[bytes, ...]]:
+        """Hand session state to a resuming connection; this one is finished."""
+        self.superseded = True
+        self.working = False
+        return self._carry(), tuple(self._extranonce1s)
+
+    def connection_closed(self, now: float) -> None:
+        """The socket is gone: park the session for resumption (or release it)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.working = False
+        if self.session_id is not None and not self.superseded:
+            self.sessions.close(self.session_id, self, tuple(self._extranonce1s), self._carry(), now)
 
     def _authorize(self, req: Request, now: float) -> list[Event]:
-        if not req.params or not isinstance(req.params[0], str) or not req.params[0].strip():
-            raise errors.malformed("mining.authorize needs a username")
-        password = req.params[1] if len(req.params) > 1 and isinstance(req.params[1], str) else ""
-        self._pending_auth.add(req.id)
-        return [AuthorizeRequested(req.id, req.params[0].strip(), password)]
+        params = req.params
+        if not params or not isinstance(params[0], str) or not params[0].strip():
+            raise errors.malformed("mining.authorize needs a worker name")
+        password = params[1] if len(params) > 1 and isinstance(params[1], str) else ""
+        return [AuthorizeRequested(req.reply_id, params[0].strip(), password)]
 
     def authorize_result(self, request_id: Any, username: str, ok: bool, message: str | None, now: float) -> list[Event]:
-        self._pending_auth.discard(request_id)
+        """The pool's answer to ``AuthorizeRequested``."""
         if not ok:
-            err = StratumError(errors.ErrorCode.UNAUTHORIZED, message or "Unauthorized worker", "unauthorized")
-            return [Send(encode_error(request_id, err))]
+            err = errors.UNAUTHORIZED if not message else StratumError(errors.ErrorCode.UNAUTHORIZED, message, "unauthorized")
+            return [Send(encode_error(request_id, err, result=False))]
         self.authorized.add(username)
         return [Send(encode_result(request_id, True)), *self._maybe_start_work(now)]
 
     def _configure(self, req: Request, now: float) -> list[Event]:
-        if len(req.params) < 1 or not isinstance(req.params[0], list):
+        params = req.params
+        if not params or not isinstance(params[0], list):
             raise errors.malformed("mining.configure needs a list of extensions")
-        options = req.params[1] if len(req.params) > 1 and isinstance(req.params[1], dict) else {}
+        options = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
         result: dict[str, Any] = {}
-        for ext in req.params[0]:
+        later: list[Event] = []
+        for ext in params[0]:
+            if not isinstance(ext, str):
+                continue
             if ext == "version-rolling":
-                requested = options.get("version-rolling.mask", "ffffffff")
-                if not isinstance(requested, str) or not _HEX8.match(requested):
-                    result["version-rolling"] = "invalid version-rolling.mask"
-                    continue
-                mask = self.settings.version_mask & int(requested, 16)
-                min_bits = options.get("version-rolling.min-bit-count", 0)
-                if not isinstance(min_bits, int) or isinstance(min_bits, bool):
-                    min_bits = 0
-                if bin(mask).count("1") < min_bits or mask == 0:
-                    result["version-rolling"] = False
-                    continue
-                self.version_mask = mask
-                result["version-rolling"] = True
-                result["version-rolling.mask"] = f"{mask:08x}"
+                result.update(self._configure_version_rolling(options))
             elif ext == "minimum-difficulty":
-                value = options.get("minimum-difficulty.value")
-                try:
-                    floor = Fraction(str(value))
-                except (TypeError, ValueError):
-                    result["minimum-difficulty"] = False
-                    continue
-                if floor > 0:
-                    self.vardiff.min_difficulty = max(self.settings.min_difficulty, floor)
-                    self.difficulty = self.vardiff.clamp(self.difficulty)
-                result["minimum-difficulty"] = True
+                accepted, events = self._configure_minimum_difficulty(options, now)
+                result["minimum-difficulty"] = accepted
+                later += events
             elif ext == "subscribe-extranonce":
                 self.extranonce_subscribed = True
-                result["subscribe-extranonce"] = True
-            elif isinstance(ext, str):
+                result[ext] = True
+            elif ext == "info":
+                self.info = {
+                    k: str(v)[:128] for k, v in options.items() if k.startswith("info.") and isinstance(v, (str, int, float))
+                }
+                result[ext] = True
+            else:
                 result[ext] = False
-        return [Send(encode_result(req.id, result))]
+        return [Send(encode_result(req.reply_id, result)), *later]
+
+    def _configure_version_rolling(self, options: dict[str, Any]) -> dict[str, Any]:
+        mask = _parse_mask(options.get("version-rolling.mask", "ffffffff"))
+        if mask is None:
+            return {"version-rolling": "version-rolling.mask must be up to 8 hex digits"}
+        effective = self.pool_version_mask & mask
+        if effective == 0:
+            self.requested_mask = None
+            return {"version-rolling": False}
+        self.requested_mask = mask
+        self.min_bit_count = _parse_count(options.get("version-rolling.min-bit-count", 0))
+        return {"version-rolling": True, "version-rolling.mask": f"{effective:08x}"}
+
+    def _configure_minimum_difficulty(self, options: dict[str, Any], now: float) -> tuple[bool, list[Event]]:
+        value = parse_difficulty(options.get("minimum-difficulty.value"), allow_zero=True)
+        if value is None:
+            return False, []
+        if value == 0:  # BIP310: 0 switches the feature off
+            self.vardiff.requested_floor = None
+            return True, []
+        limit = self.settings.max_difficulty
+        if limit is not None and value > limit:
+            return False, []
+        self.vardiff.requested_floor = value
+        if self.difficulty >= value:
+            return True, []
+        new = self.vardiff.clamp(value, self.network_difficulty, floor=self.vardiff.floor())
+        return True, self._change_difficulty(new, now)
 
     def _suggest_difficulty(self, req: Request, now: float) -> list[Event]:
-        if not req.params or isinstance(req.params[0], bool) or not isinstance(req.params[0], (int, float, str)):
-            raise errors.malformed("mining.suggest_difficulty needs a number")
-        try:
-            suggested = Fraction(str(req.params[0]))
-        except (ValueError, ZeroDivisionError) as exc:
-            raise errors.malformed("difficulty is not a number") from exc
-        if suggested <= 0:
-            raise errors.malformed("difficulty must be positive")
-        out: list[Event] = [Send(encode_result(req.id, True))]
-        new = self.vardiff.clamp(suggested, self.network_difficulty)
-        if new != self.difficulty:
-            self.difficulty = new
-            if self._work_started:
-                out.append(Send(self._set_difficulty_line()))
-                self.vardiff.start(now)
-        return out
+        return self._suggest_value(req, req.params[0] if req.params else None, now)
+
+    def _suggest_value(self, req: Request, raw: Any, now: float) -> list[Event]:
+        value = parse_difficulty(raw)
+        if value is None:
+            raise errors.malformed("mining.suggest_difficulty needs a positive number")
+        return self._suggest(req, value, now)
+
+    def _suggest_target(self, req: Request, now: float) -> list[Event]:
+        raw = req.params[0] if req.params else None
+        if not isinstance(raw, str) or not re.fullmatch(r"[0-9a-fA-F]{1,64}", raw) or int(raw, 16) == 0:
+            raise errors.malformed("mining.suggest_target needs a 256-bit hex target")
+        return self._suggest(req, Fraction(_DIFF1_TARGET, int(raw, 16)), now)
+
+    def _suggest(self, req: Request, value: Fraction, now: float) -> list[Event]:
+        """A starting hint, not a floor: it sets the difficulty, vardiff moves on from it.
+
+        Repeating the same suggestion changes nothing (NerdMiner sends its
+        suggestion again as a keepalive), so vardiff's work is not undone.
+        """
+        out: list[Event] = [] if req.is_notification else [Send(encode_result(req.reply_id, True))]
+        if value == self._last_suggestion:
+            return out
+        self._last_suggestion = value
+        new = self.vardiff.clamp(value, self.network_difficulty, floor=self.vardiff.floor())
+        if self.working:
+            self.vardiff.restart_probe(now)
+        return out + self._change_difficulty(new, now)
 
     def _extranonce_subscribe(self, req: Request, now: float) -> list[Event]:
         self.extranonce_subscribed = True
-        return [Send(encode_result(req.id, True))]
+        return [Send(encode_result(req.reply_id, True))]
+
+    def _get_transactions(self, req: Request, now: float) -> list[Event]:
+        return [Send(encode_result(req.reply_id, []))]
 
     def _submit(self, req: Request, now: float) -> list[Event]:
-        p = req.params
-        worker = p[0] if p and isinstance(p[0], str) else None
+        params = req.params
+        worker = params[0].strip() if params and isinstance(params[0], str) else None
 
         def reject(err: StratumError) -> list[Event]:
-            return [ShareRejected(req.id, worker, err), Send(encode_error(req.id, err))]
+            return [ShareRejected(req.reply_id, worker, err), Send(encode_error(req.reply_id, err))]
 
         if worker is None or worker not in self.authorized:
             return reject(errors.UNAUTHORIZED)
-        if not self.subscribed:
+        if not self.subscribed or self.extranonce1 is None:
             return reject(errors.NOT_SUBSCRIBED)
-        if len(p) not in (5, 6) or not all(isinstance(x, str) for x in p):
-            return reject(errors.malformed("mining.submit takes 5 or 6 string params"))
-        _, job_id, en2_hex, ntime_hex, nonce_hex, *rest = p
-        if not _HEX.match(en2_hex) or len(en2_hex) != 2 * self.settings.extranonce2_size:
-            return reject(errors.BAD_EXTRANONCE2)
-        job = self.jobs.get(job_id)
-        if job is None:
+        if len(params) not in (5, 6):
+            return reject(errors.malformed(f"mining.submit takes 5 or 6 params, got {len(params)}"))
+        if not all(isinstance(x, str) for x in params[1:5]):
+            return reject(errors.malformed("job id, extranonce2, ntime and nonce must be strings"))
+        job_id, en2_hex, ntime_hex, nonce_hex = params[1:5]
+        size = self.settings.extranonce2_size
+        if not _HEX.match(en2_hex) or len(en2_hex) != 2 * size:
+            return reject(errors.BAD_EXTRANONCE2.with_detail(f"expected {size} bytes ({2 * size} hex digits)"))
+        sent = self._sent.get(job_id)
+        if sent is None or self.jobs.get(sent.job.job_id) is None:
             return reject(errors.UNKNOWN_JOB)
+        job = sent.job
         if not _HEX8.match(ntime_hex):
             return reject(errors.malformed("ntime must be 8 hex digits"))
         ntime = int(ntime_hex, 16)
@@ -249,98 +519,194 @@ class ServerConnection:
             return reject(errors.BAD_NTIME)
         if not _HEX8.match(nonce_hex):
             return reject(errors.malformed("nonce must be 8 hex digits"))
+        mask = self.version_mask
         version_bits = 0
-        if rest:
-            if not _HEX8.match(rest[0]):
+        if len(params) == 6 and params[5] is not None:
+            if not isinstance(params[5], str) or not _HEX8.match(params[5]):
                 return reject(errors.malformed("version bits must be 8 hex digits"))
-            version_bits = int(rest[0], 16)
-            if version_bits & ~self.version_mask & 0xFFFFFFFF:
-                return reject(errors.BAD_VERSION_BITS)
-        extranonce2 = bytes.fromhex(en2_hex)
-        nonce = int(nonce_hex, 16)
-        key = (self.extranonce1, extranonce2, ntime, nonce, version_bits)
-        if not self.jobs.first_sighting(job_id, key):
-            return reject(errors.DUPLICATE)
-        sent_at = self._job_difficulty.get(job_id, self.difficulty)
+            version_bits = int(params[5], 16)
+            if version_bits & ~mask & _U32:
+                if self.requested_mask is None:
+                    return reject(errors.VERSION_ROLLING_OFF)
+                return reject(errors.BAD_VERSION_BITS.with_detail(f"mask is {mask:08x}"))
         share = Share(
             worker=worker,
             job=job,
-            extranonce1=self.extranonce1,
-            extranonce2=extranonce2,
+            extranonce1=sent.extranonce1,
+            extranonce2=bytes.fromhex(en2_hex),
             ntime=ntime,
-            nonce=nonce,
+            nonce=int(nonce_hex, 16),
             version_bits=version_bits,
-            version_mask=self.version_mask,
-            difficulty=min(sent_at, self.difficulty),
+            version_mask=mask,
+            difficulty=sent.difficulty,
             stale=self.jobs.is_stale(job),
+            wire_job_id=job_id,
         )
-        return [ShareSubmitted(req.id, share)]
+        if not self.jobs.first_sighting(job.job_id, share.duplicate_key):
+            return reject(errors.DUPLICATE)
+        return [ShareSubmitted(req.reply_id, share)]
 
     def share_result(self, request_id: Any, share: Share, error: StratumError | None, now: float) -> list[Event]:
         """The pool's verdict on a submitted share, as bytes for the miner."""
         if error is not None:
+            if error.retryable:
+                self.jobs.forget(share.job.job_id, share.duplicate_key)
             return [Send(encode_error(request_id, error))]
         out: list[Event] = [Send(encode_result(request_id, True))]
-        new = self.vardiff.on_share(now, self.difficulty, self.network_difficulty)
+        if not self.working:
+            return out
+        new = self.vardiff.on_share(now, share.difficulty, self.difficulty, self.network_difficulty)
         if new is not None:
-            self.difficulty = new
-            out.append(Send(self._set_difficulty_line()))
+            out += self._change_difficulty(new, now)
         return out
 
-    # --- server-initiated ----------------------------------------------------
-    def _set_difficulty_line(self) -> bytes:
-        return encode_notification("mining.set_difficulty", [difficulty_json(self.difficulty)])
+    # --- difficulty and jobs ---------------------------------------------------
+    def _change_difficulty(self, new: Fraction, now: float, *, reissue: bool = True) -> list[Event]:
+        """Set a new difficulty; announce it (and re-issue the work) if working.
+
+        A decrease also lowers the difficulty of every job already sent, so a
+        miner that applies set_difficulty immediately is not refused for it.
+        """
+        if new == self.difficulty:
+            return []
+        if new < self.difficulty:
+            for sent in self._sent.values():
+                sent.difficulty = min(sent.difficulty, new)
+        self.difficulty = new
+        if not self.working:
+            return []
+        out: list[Event] = [Send(encode_set_difficulty(new))]
+        if reissue:
+            out += self._reissue_current()
+        return out
+
+    def _reissue_current(self) -> list[Event]:
+        job = self._latest
+        if job is None or self.jobs.is_stale(job) or self.jobs.get(job.job_id) is None:
+            return []
+        wire_id = f"{job.job_id}.{next(self._reissues):x}"
+        self._record(wire_id, job)
+        return [Send(job.reissue_line(wire_id))]
+
+    def _record(self, wire_id: str, job: StratumJob) -> None:
+        assert self.extranonce1 is not None
+        difficulty = self.difficulty
+        known = self._sent.pop(wire_id, None)
+        if known is not None and known.job is job and known.extranonce1 == self.extranonce1:
+            difficulty = min(difficulty, known.difficulty)
+        self._sent[wire_id] = SentJob(job, difficulty, self.extranonce1)
+        self._latest = job
+        while len(self._sent) > self.settings.max_jobs:
+            self._sent.popitem(last=False)
+
+    def _cap_to_network(self, now: float) -> list[Event]:
+        net = self.network_difficulty
+        if net is None or self.difficulty <= net:
+            return []
+        return self._change_difficulty(self.vardiff.clamp(self.difficulty, net), now, reissue=False)
 
     def _maybe_start_work(self, now: float) -> list[Event]:
-        if self._work_started or not self.subscribed or not self.authorized:
+        if self.working or self.superseded or not self.subscribed or not self.authorized:
             return []
-        self._work_started = True
-        self.vardiff.start(now)
-        out: list[Event] = [Send(self._set_difficulty_line())]
-        if self.jobs.current is not None:
-            out.append(Send(self._record_job(self.jobs.current)))
+        self._cap_to_network(now)  # not yet working: silently lowers
+        self.working = True
+        self.vardiff.begin(now)
+        out: list[Event] = [Send(encode_set_difficulty(self.difficulty))]
+        job = self.jobs.current
+        if job is not None:
+            self._record(job.job_id, job)
+            out.append(Send(job.notify_line))
         return out
 
-    def _record_job(self, job: StratumJob) -> bytes:
-        self._job_difficulty[job.job_id] = self.difficulty
-        if len(self._job_difficulty) > self.jobs.max_jobs:
-            for stale_id in list(self._job_difficulty)[: -self.jobs.max_jobs]:
-                del self._job_difficulty[stale_id]
-        return job.notify_line
+    def job_notification(self, job: StratumJob, now: float = 0.0, network_difficulty: Fraction | None = None) -> bytes | None:
+        """Bytes announcing ``job`` to this connection; None before work started.
 
-    @property
-    def working(self) -> bool:
-        return self._work_started
-
-    def job_notification(self, job: StratumJob) -> bytes | None:
-        """Bytes announcing ``job`` to this connection, or None before work started."""
-        if not self._work_started:
+        The common case returns ``job.notify_line`` itself (serialised once for
+        every connection); a difficulty above a lowered network difficulty is
+        corrected first with a set_difficulty in front.
+        """
+        if network_difficulty is not None:
+            self.network_difficulty = network_difficulty
+        if not self.working:
             return None
-        return self._record_job(job)
+        prefix = b"".join(e.data for e in self._cap_to_network(now) if isinstance(e, Send))
+        self._record(job.job_id, job)
+        return prefix + job.notify_line if prefix else job.notify_line
 
     def tick(self, now: float) -> list[Event]:
-        """Periodic: lower the difficulty of a miner that has gone quiet."""
-        if not self._work_started:
+        """Periodic: vardiff's silence and slow-window checks."""
+        if not self.working:
             return []
         new = self.vardiff.on_tick(now, self.difficulty, self.network_difficulty)
-        if new is None:
-            return []
-        self.difficulty = new
-        return [Send(self._set_difficulty_line())]
+        return [] if new is None else self._change_difficulty(new, now)
 
-    def reconnect(self, host: str | None = None, port: int | None = None, wait: int = 0) -> bytes:
-        params: list[Any] = [] if host is None else [host, port, wait]
+    # --- server-initiated -----------------------------------------------------
+    def set_pool_version_mask(self, mask: int) -> list[Event]:
+        """The pool's mask changed: tell a rolling miner its new effective mask (BIP310)."""
+        before = self.version_mask
+        self.pool_version_mask = mask & _U32
+        after = self.version_mask
+        if self.requested_mask is None or after == before or not self.subscribed:
+            return []
+        return [Send(encode_notification("mining.set_version_mask", [f"{after:08x}"]))]
+
+    def renew_extranonce(self, now: float) -> list[Event]:
+        """Give a new extranonce1 to a miner that asked for mining.set_extranonce.
+
+        Jobs already sent keep the extranonce1 they were sent with; the new
+        one applies from the re-issued current job on.  Nothing happens for a
+        miner that did not subscribe to extranonce changes.
+        """
+        if not (self.extranonce_subscribed and self.subscribed):
+            return []
+        try:
+            new = self.sessions.extra_extranonce()
+        except ExtranonceExhausted:
+            return []
+        self._extranonce1s.append(new)
+        self.extranonce1 = new
+        notice = encode_notification("mining.set_extranonce", [new.hex(), self.settings.extranonce2_size])
+        return [Send(notice), *self._reissue_current()]
+
+    @staticmethod
+    def reconnect(host: str | None = None, port: int | None = None, wait: int = 0) -> bytes:
+        """client.reconnect; the port goes as a string, which cgminer requires and others accept."""
+        params: list[Any] = [] if host is None else [host, str(port) if port is not None else "", wait]
         return encode_notification("client.reconnect", params)
 
-    def show_message(self, text: str) -> bytes:
+    @staticmethod
+    def show_message(text: str) -> bytes:
         return encode_notification("client.show_message", [text])
 
 
-_HANDLERS = {
+_Handler = Callable[[ServerConnection, Request, float], list[Event]]
+
+_HANDLERS: dict[str, _Handler] = {
     "mining.subscribe": ServerConnection._subscribe,
     "mining.authorize": ServerConnection._authorize,
     "mining.configure": ServerConnection._configure,
     "mining.suggest_difficulty": ServerConnection._suggest_difficulty,
+    "mining.suggest_target": ServerConnection._suggest_target,
     "mining.extranonce.subscribe": ServerConnection._extranonce_subscribe,
+    "mining.get_transactions": ServerConnection._get_transactions,
     "mining.submit": ServerConnection._submit,
 }
+
+#: The client methods answered (anything else gets error 20 "Unknown method").
+METHODS: tuple[str, ...] = tuple(_HANDLERS)
+
+__all__ = [
+    "METHODS",
+    "AuthorizeRequested",
+    "Close",
+    "Event",
+    "ProtocolSettings",
+    "Send",
+    "SentJob",
+    "ServerConnection",
+    "Share",
+    "ShareRejected",
+    "ShareSubmitted",
+    "Superseded",
+    "parse_difficulty",
+]
