@@ -72,6 +72,9 @@ class CPUMiner:
         self._ids = itertools.count(1)
         self._stream: trio.SocketStream | None = None
         self.share_accepted = trio.Event()
+        # While True the miner keeps hashing but submits nothing (tests use it
+        # to stop at exactly one block without tearing the connection down).
+        self.paused = False
 
     async def _send(self, method: str, params: list[Any]) -> None:
         assert self._stream is not None
@@ -142,7 +145,9 @@ class CPUMiner:
             while nonce < 1 << 32 and not self._new_work.is_set():
                 found = await trio.to_thread.run_sync(search, job, self.extranonce1, extranonce2, target, nonce, 20000)
                 nonce += 20000
-                if found is not None:
+                if found is not None and self.paused:
+                    nonce = found[0] + 1
+                elif found is not None:
                     hit, ntime = found
                     await self._send("mining.submit", [self.username, job[0], extranonce2.hex(), f"{ntime:08x}", f"{hit:08x}"])
                     submitted += 1
