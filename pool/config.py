@@ -21,6 +21,11 @@ from pydantic import (
     model_validator,
 )
 
+from stratum.bans import AbuseSettings, parse_networks
+from stratum.limits import Limits
+from stratum.server import ProxyProtocolSettings
+from stratum.tls import TlsSettings
+
 from .bitcoin.coinbase import MAX_SCRIPT_SIG
 from .bitcoin.script import AddressError, address_to_script, bip34_height_push
 
@@ -166,6 +171,155 @@ class DevnetSection(_Section):
         return _positive_fraction(v)
 
 
+class StratumLimitsSection(_Section):
+    """``[stratum.limits]``: bounds on what one client can make the server spend (stratum.limits)."""
+
+    # A longer line closes the connection.
+    max_line_bytes: int = Field(16384, ge=256, le=1 << 20)
+    # Beyond this rate (after a burst) the server stops reading the connection for a while.
+    max_messages_per_second: float = Field(50.0, gt=0)
+    message_burst: int = Field(100, ge=1)
+    # Shares of one connection awaiting a verdict; reading pauses beyond it.
+    max_pending_requests: int = Field(64, ge=1)
+    # 0 = unlimited.
+    max_connections: int = Field(10000, ge=0)
+    max_connections_per_ip: int = Field(256, ge=0)
+    # PROXY header, TLS, subscribe and authorize must all be done within this.
+    handshake_timeout: float = Field(30.0, gt=0)
+    # A working miner sending no complete line for this long is closed.
+    idle_timeout: float = Field(900.0, gt=0)
+    # Bytes waiting for a socket whose kernel buffer is full; beyond it the miner is dropped.
+    max_send_buffer: int = Field(262144, ge=1024)
+    # SO_SNDBUF of miner sockets; 0 = the kernel's autotuning.
+    socket_send_buffer: int = Field(0, ge=0)
+    flush_timeout: float = Field(2.0, gt=0)
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_line=self.max_line_bytes,
+            max_messages_per_second=self.max_messages_per_second,
+            message_burst=self.message_burst,
+            max_pending_requests=self.max_pending_requests,
+            max_connections=self.max_connections,
+            max_connections_per_ip=self.max_connections_per_ip,
+            handshake_timeout=self.handshake_timeout,
+            idle_timeout=self.idle_timeout,
+            max_send_buffer=self.max_send_buffer,
+            socket_send_buffer=self.socket_send_buffer or None,
+            flush_timeout=self.flush_timeout,
+        )
+
+
+def _check_networks(v: list[str]) -> list[str]:
+    parse_networks(v)
+    return v
+
+
+class StratumAbuseSection(_Section):
+    """``[stratum.abuse]``: bans, authorization back-off, allow/deny lists (stratum.bans)."""
+
+    # Seconds a ban lasts; 0 = never ban.
+    ban_duration: float = Field(600.0, ge=0)
+    # Ban once recent invalid shares are at least this many and this fraction of recent shares.
+    ban_invalid_ratio: float = Field(0.9, gt=0, le=1)
+    ban_min_invalid: int = Field(50, ge=1)
+    # Ban after this much recent junk (undecodable line 1, over-long line 8, handshake timeout 1).
+    ban_junk: int = Field(64, ge=1)
+    # "Recent": counts halve every half_life seconds.
+    half_life: float = Field(600.0, gt=0)
+    # Refused authorizations are answered after base * 2^(recent failures - 1) seconds, at most max.
+    auth_backoff_base: float = Field(0.5, ge=0)
+    auth_backoff_max: float = Field(16.0, ge=0)
+    # Networks (CIDR): allow non-empty = only these may connect; deny = never;
+    # exempt = never banned and no per-address connection cap.
+    allow: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+    exempt: list[str] = Field(default_factory=list)
+
+    @field_validator("allow", "deny", "exempt")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        return _check_networks(v)
+
+    @model_validator(mode="after")
+    def _backoff(self) -> "StratumAbuseSection":
+        if self.auth_backoff_max < self.auth_backoff_base:
+            raise ValueError("auth_backoff_max is below auth_backoff_base")
+        return self
+
+    def settings(self) -> AbuseSettings:
+        return AbuseSettings(
+            ban_duration=self.ban_duration,
+            ban_invalid_ratio=self.ban_invalid_ratio,
+            ban_min_invalid=self.ban_min_invalid,
+            ban_junk=self.ban_junk,
+            half_life=self.half_life,
+            auth_backoff_base=self.auth_backoff_base,
+            auth_backoff_max=self.auth_backoff_max,
+            allow=tuple(self.allow),
+            deny=tuple(self.deny),
+            exempt=tuple(self.exempt),
+        )
+
+
+class StratumProxySection(_Section):
+    """``[stratum.proxy_protocol]``: PROXY v1/v2 from load balancers at these addresses only."""
+
+    trusted: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        return _check_networks(v)
+
+
+class StratumTlsSection(_Section):
+    """``[stratum.tls]``: the optional stratum+ssl port."""
+
+    enabled: bool = False
+    host: str | None = None
+    port: int = Field(3334, ge=0, le=65535)
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _files(self) -> "StratumTlsSection":
+        if not self.enabled:
+            return self
+        for name in ("cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is None:
+                raise ValueError(f"{name} is required when TLS is enabled")
+            if not Path(path).is_file():
+                raise ValueError(f"{name}: {path} is not a file")
+        return self
+
+    def settings(self) -> TlsSettings | None:
+        if not self.enabled:
+            return None
+        assert self.cert_file is not None and self.key_file is not None
+        return TlsSettings(cert_file=self.cert_file, key_file=self.key_file, port=self.port, host=self.host)
+
+
+class StratumShutdownSection(_Section):
+    """``[stratum.shutdown]``: what SIGTERM does (stop accepting, client.reconnect, flush shares)."""
+
+    # Seconds miners get to leave by themselves after client.reconnect.
+    grace: float = Field(5.0, ge=0)
+    # Further seconds for shares in flight and the database flush; the spool keeps anything later.
+    timeout: float = Field(20.0, gt=0)
+
+
+class StratumFaultsSection(_Section):
+    """``[stratum.faults]``: how long miners keep working on a tip no node confirms."""
+
+    # Seconds without any node confirming the current tip (node down, slow or
+    # erroring) before shares stop being credited; 0 = never.
+    max_work_age: float = Field(120.0, ge=0)
+    # Tell working miners (client.show_message) when that starts and ends.
+    notify_miners: bool = True
+
+
 class StratumSection(_Section):
     host: str = "0.0.0.0"
     port: int = Field(3333, ge=0, le=65535)
@@ -179,6 +333,21 @@ class StratumSection(_Section):
     max_share_rate: float = Field(1.0, gt=0)
     resume_window: float = Field(300.0, ge=0)
     version_mask: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{8}$")] = "1fffe000"
+    limits: StratumLimitsSection = Field(default_factory=StratumLimitsSection)
+    abuse: StratumAbuseSection = Field(default_factory=StratumAbuseSection)
+    proxy_protocol: StratumProxySection = Field(default_factory=StratumProxySection)
+    tls: StratumTlsSection = Field(default_factory=StratumTlsSection)
+    shutdown: StratumShutdownSection = Field(default_factory=StratumShutdownSection)
+    faults: StratumFaultsSection = Field(default_factory=StratumFaultsSection)
+
+    def hardening(self) -> dict[str, Any]:
+        """Keyword arguments of ``stratum.server.ServerSettings`` for the hardening options."""
+        return {
+            "limits": self.limits.limits(),
+            "abuse": self.abuse.settings(),
+            "proxy": ProxyProtocolSettings(trusted=tuple(self.proxy_protocol.trusted)),
+            "tls": self.tls.settings(),
+        }
 
     @field_validator("start_difficulty", "min_difficulty", "max_difficulty", mode="before")
     @classmethod

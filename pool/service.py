@@ -31,6 +31,7 @@ from .blocks import BlockSubmitter
 from .jobs import Job, JobManager
 from .shares import Verdict, judge_share
 from .validator import BatchValidator, ValidationFailed, make_checker
+from .hardening import StratumCollector, WorkFreshness, graceful_stop
 from .attribution import load_pool_table
 from .metrics import InstrumentedNodeClient, PoolMetrics, SamplerSources, count_subscribed
 from .network_stats import NetworkTracker
@@ -80,6 +81,7 @@ class Pool:
                 extranonce1_size=s.extranonce1_size,
                 server_id=s.server_id,
                 resume_window=s.resume_window,
+                **s.hardening(),
             ),
         )
         self.jobs = JobManager(
@@ -248,7 +250,13 @@ class RunningPool:
     devnet_node: DevnetNode | None = None
 
 
-async def run_pool(settings: Settings, *, task_status: trio.TaskStatus[RunningPool] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_pool(
+    settings: Settings,
+    *,
+    stop: trio.Event | None = None,
+    task_status: trio.TaskStatus[RunningPool] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the pool until cancelled, or until ``stop`` is set: then stop gracefully (``graceful_stop``)."""
     engine = make_engine(settings.database_url)
     # Migrate to head now; if the database is down, the writer does it once it answers.
     migrated = await trio.to_thread.run_sync(try_upgrade, engine)
@@ -296,11 +304,21 @@ async def run_pool(settings: Settings, *, task_status: trio.TaskStatus[RunningPo
             log.info("share checker ready (%s backend, %.1fs)", settings.checker.backend, warm)
             nursery.start_soon(pool.validator.run)
             await nursery.start(pool.jobs.run)
+            f = settings.stratum.faults
+            freshness = WorkFreshness(
+                pool.jobs, nodes, pool.stratum, max_age=f.max_work_age, notify_miners=f.notify_miners, registry=metrics.registry
+            )
+            nursery.start_soon(freshness.run)
+            metrics.registry.register(StratumCollector(pool.stratum))
             stratum_port = await nursery.start(pool.stratum.serve, settings.stratum.host, settings.stratum.port)
             if settings.metrics.enabled:
                 metrics_port = metrics.serve(settings.metrics.host, settings.metrics.port)
             log.info("pool running: stratum+tcp://%s:%d, node %s", settings.stratum.host, stratum_port, node.name)
             task_status.started(RunningPool(pool, stratum_port, metrics_port, node_url, devnet, devnet_node))
+            if stop is not None:
+                await stop.wait()
+                await graceful_stop(pool, settings)
+                nursery.cancel_scope.cancel()
     finally:
         metrics.close()
         engine.dispose()

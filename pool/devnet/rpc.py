@@ -5,9 +5,17 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import trio
+
+from ..bitcoin.script import AddressError, address_to_script
 from ..bitcoin.serialize import internal_to_display
 from ..bitcoin.tx import Tx
 from .chain import COIN, DevnetChain, RPCError, StoredBlock
+
+# How long a long-poll getblocktemplate is held when nothing changes. bitcoind
+# holds it until a new block (or, after a minute, changed transactions); the
+# devnet also answers after this long so no request is held forever.
+DEFAULT_LONGPOLL_TIMEOUT = 30.0
 
 
 def _tx_json(tx: Tx) -> dict[str, Any]:
@@ -30,10 +38,27 @@ def _tx_json(tx: Tx) -> dict[str, Any]:
 
 
 class DevnetRPC:
-    """Dispatch table from RPC method names to chain queries."""
+    """Dispatch table from RPC method names to chain queries.
 
-    def __init__(self, chain: DevnetChain) -> None:
+    Everything answers at once except a long-poll ``getblocktemplate``,
+    which waits (asynchronously, other requests go on) for the template to
+    change, as bitcoind does.
+    """
+
+    def __init__(self, chain: DevnetChain, *, longpoll_timeout: float = DEFAULT_LONGPOLL_TIMEOUT) -> None:
         self.chain = chain
+        self.longpoll_timeout = longpoll_timeout
+        self._changed = trio.Event()
+        chain.on_template_change.append(self._on_template_change)
+
+    def close(self) -> None:
+        """Stop listening to the chain (the node is going away)."""
+        if self._on_template_change in self.chain.on_template_change:
+            self.chain.on_template_change.remove(self._on_template_change)
+
+    def _on_template_change(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     def call(self, method: str, params: list[Any]) -> Any:
         handler = getattr(self, f"rpc_{method}", None)
@@ -44,12 +69,43 @@ class DevnetRPC:
         except TypeError as exc:
             raise RPCError(-1, f"{method}: wrong parameters ({exc})") from exc
 
+    async def call_async(self, method: str, params: list[Any]) -> Any:
+        """``call``, except that a long-poll waits for the template to change first."""
+        if method == "getblocktemplate" and params and isinstance(params[0], dict) and "longpollid" in params[0]:
+            self._check_gbt_request(params[0])
+            await self._wait_for_change(params[0]["longpollid"])
+        return self.call(method, params)
+
+    async def _wait_for_change(self, longpollid: Any) -> None:
+        if not isinstance(longpollid, str):
+            raise RPCError(-8, "longpollid must be a string")
+        with trio.move_on_after(self.longpoll_timeout):
+            while self.chain.longpoll_id() == longpollid:
+                await self._changed.wait()
+
     # --- mining -----------------------------------------------------------
-    def rpc_getblocktemplate(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
+    @staticmethod
+    def _check_gbt_request(request: Any) -> None:
+        if request is not None and not isinstance(request, dict):
+            raise RPCError(-3, "JSON value of type object expected for template_request")
         rules = (request or {}).get("rules") or []
         if "segwit" not in rules:
             raise RPCError(-8, 'getblocktemplate must be called with the segwit rule set (call with {"rules": ["segwit"]})')
+
+    def rpc_getblocktemplate(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
+        self._check_gbt_request(request)
         return self.chain.block_template()
+
+    def rpc_generatetoaddress(self, nblocks: int, address: str, maxtries: int = 1_000_000) -> list[str]:
+        """Mine on the devnet's own CPU (real proof of work: only at low devnet difficulty)."""
+        try:
+            script = address_to_script(address, "regtest")
+        except AddressError as exc:
+            raise RPCError(-5, "Error: Invalid address") from exc
+        try:
+            return [internal_to_display(h) for h in self.chain.generate(int(nblocks), script, max_tries=int(maxtries))]
+        except RuntimeError as exc:
+            raise RPCError(-1, str(exc)) from exc
 
     def rpc_submitblock(self, hexdata: str, dummy: Any = None) -> str | None:
         try:

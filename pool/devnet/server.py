@@ -31,13 +31,32 @@ def _json_default(o: Any) -> Any:
 
 
 class DevnetHTTPServer:
+    """bitcoind's HTTP front: POST JSON-RPC, basic auth, keep-alive.
+
+    ``hang()`` makes it read requests and never answer (a node that stopped
+    responding without closing its port) until ``resume()``.
+    """
+
     def __init__(self, rpc: DevnetRPC, *, user: str = "", password: str = "") -> None:
         self.rpc = rpc
         self._auth = None
         if user or password:
-            token = base64.b64encode(f"{user}:{password}".encode()).decode()
-            self._auth = f"Basic {token}"
+            self.set_credentials(user, password)
         self.port: int | None = None
+        self._answering = trio.Event()
+        self._answering.set()
+
+    def set_credentials(self, user: str, password: str) -> None:
+        """Require HTTP basic auth (what ``-rpcuser``/``-rpcpassword`` or the cookie give)."""
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._auth = f"Basic {token}"
+
+    def hang(self) -> None:
+        if self._answering.is_set():
+            self._answering = trio.Event()
+
+    def resume(self) -> None:
+        self._answering.set()
 
     async def serve(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -73,10 +92,16 @@ class DevnetHTTPServer:
                         return
                     body += chunk
                 buf = bytearray(body[length:])
-                status, payload = self._dispatch(headers, bytes(body[:length]))
+                await self._answering.wait()
+                status, payload = await self._dispatch(headers, bytes(body[:length]))
                 reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 500: "Internal Server Error"}[status]
+                if status == 401:
+                    # bitcoind: no JSON body, a challenge header instead.
+                    extra = 'WWW-Authenticate: Basic realm="jsonrpc"\r\n'
+                else:
+                    extra = "Content-Type: application/json\r\n"
                 response = (
-                    f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+                    f"HTTP/1.1 {status} {reason}\r\n{extra}"
                     f"Content-Length: {len(payload)}\r\n\r\n"
                 ).encode() + payload
                 await stream.send_all(response)
@@ -87,7 +112,7 @@ class DevnetHTTPServer:
         finally:
             await stream.aclose()
 
-    def _dispatch(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    async def _dispatch(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         if self._auth is not None and headers.get("authorization") != self._auth:
             return 401, b""
         try:
@@ -102,7 +127,7 @@ class DevnetHTTPServer:
         if not isinstance(method, str) or not isinstance(params, list):
             return 500, self._encode(req_id, None, RPCError(-32600, "Invalid Request object"))
         try:
-            result = self.rpc.call(method, params)
+            result = await self.rpc.call_async(method, params)
         except RPCError as err:
             return (404 if err.code == -32601 else 500), self._encode(req_id, None, err)
         return 200, self._encode(req_id, result, None)
