@@ -31,16 +31,24 @@ def main(log_level: str) -> None:
 @main.command()
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="TOML configuration (default: embedded devnet + SQLite)")
-def run(config_path: Path | None) -> None:
+@click.option("--workers", type=click.IntRange(min=1, max=256), default=None,
+              help="Stratum worker processes on the one port (default: [stratum] workers, 1)")
+def run(config_path: Path | None, workers: int | None) -> None:
     """Run the pool: Stratum server, job manager, storage, metrics (and devnet)."""
-    from .service import run_pool
+    from .hardening import run_until_signalled
 
     try:
-        settings = load_settings(config_path)
+        settings = load_settings(config_path, {"stratum": {"workers": workers}} if workers is not None else None)
     except ConfigError as exc:
         raise click.ClickException(f"invalid configuration: {exc}") from exc
     try:
-        trio.run(run_pool, settings)
+        # SIGTERM/SIGINT: stop accepting, client.reconnect, commit every accepted share, exit 0.
+        if settings.stratum.workers > 1:
+            from .workers import run_workers_until_signalled
+
+            trio.run(run_workers_until_signalled, settings, settings.stratum.workers)
+        else:
+            trio.run(run_until_signalled, settings)
     except KeyboardInterrupt:
         logging.getLogger(__name__).info("stopped")
 

@@ -324,6 +324,9 @@ class StratumSection(_Section):
     host: str = "0.0.0.0"
     port: int = Field(3333, ge=0, le=65535)
     server_id: int = Field(0, ge=0, le=255)
+    # Stratum worker processes on the one port (SO_REUSEPORT); worker i uses
+    # server_id + i as its extranonce1 prefix (`stope run --workers N` overrides).
+    workers: int = Field(1, ge=1, le=256)
     extranonce1_size: int = Field(4, ge=2, le=8)
     extranonce2_size: int = Field(4, ge=4, le=8)
     start_difficulty: Fraction | None = None
@@ -358,6 +361,8 @@ class StratumSection(_Section):
     def _bounds(self) -> "StratumSection":
         if self.max_difficulty is not None and self.max_difficulty < self.min_difficulty:
             raise ValueError("max_difficulty is below min_difficulty")
+        if self.server_id + self.workers - 1 > 255:
+            raise ValueError("server_id + workers - 1 must be at most 255 (one extranonce1 prefix byte per worker)")
         if self.max_share_rate * self.target_share_interval < 2:
             raise ValueError("max_share_rate must allow at least twice the target share rate (1/target_share_interval)")
         return self
@@ -365,7 +370,7 @@ class StratumSection(_Section):
 
 class DatabaseSection(_Section):
     url: str = ""
-    batch_size: int = Field(5000, ge=1)
+    batch_size: int = Field(20000, ge=1)
     flush_interval: float = Field(0.05, gt=0)
     # Share records held in memory for the database; beyond it they stay on disk only.
     queue_size: int = Field(100_000, ge=1)
@@ -427,6 +432,66 @@ class ConcentrationSection(_Section):
         return v
 
 
+class PayoutsSection(_Section):
+    """``[payouts]``: how found blocks become miners' balances and how balances are paid.
+
+    Read by ``stope payouts run`` / ``explain`` (``payouts.batch``); the pool
+    itself only records shares and blocks.
+    """
+
+    # pplns (default), prop, solo (custodial: the finder is credited), pps, fpps.
+    scheme: Literal["pplns", "prop", "solo", "pps", "fpps"] = "pplns"
+    # Pool fee in basis points (200 = 2 %), floored, on the block value (or the PPS price).
+    fee_bps: int = Field(200, ge=0, le=10000)
+    # Transaction fees shared with miners (the fee base is the whole coinbase value).
+    share_tx_fees: bool = True
+    # PPLNS window X in multiples of network difficulty; what an unfilled window does.
+    window_factor: Fraction = Fraction(2)
+    unfilled: Literal["keep", "normalize"] = "keep"
+    # PROP weighs shares by difficulty (classic) or by score d/D (miningcore).
+    prop_weight: Literal["difficulty", "score"] = "difficulty"
+    # FPPS: expected transaction fees per block (satoshis) added to the subsidy.
+    fpps_expected_fees: int = Field(0, ge=0)
+    # Confirmations before a found block's credits become payable (Core: 101).
+    maturity: int = Field(101, ge=1)
+    # Least balance paid (satoshis); never below the recipient script's dust limit.
+    minimum_payout: int = Field(1_000_000, ge=0)
+    # Most recipients in one payout transaction; the rest wait for the next run.
+    max_recipients: int = Field(500, ge=1)
+    # "sendmany": the node's wallet pays; "csv": a file for an operator to sign.
+    method: Literal["sendmany", "csv"] = "sendmany"
+    # Where "csv" batches are written (unset = <pool.data_dir>/payouts).
+    export_dir: Path | None = None
+    # Wallet JSON-RPC URL (e.g. ".../wallet/pool"); empty = the first [node] URL (or the devnet).
+    wallet_url: str = ""
+    # Miners pay the payout transaction's fee, split equally (sendmany subtractfeefrom).
+    miners_pay_tx_fee: bool = False
+    # PPS reserve metric: the ruin probability the reserve is sized for.
+    ruin_probability: Fraction = Fraction(1, 1000)
+
+    @field_validator("window_factor", mode="before")
+    @classmethod
+    def _exact(cls, v: Any) -> Fraction:
+        return _positive_fraction(v)
+
+    @field_validator("ruin_probability", mode="before")
+    @classmethod
+    def _probability(cls, v: Any) -> Fraction:
+        f = _positive_fraction(v)
+        if f >= 1:
+            raise ValueError("must be below 1")
+        return f
+
+    @field_validator("wallet_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_rpc_url(v) if v else v
+
+    def export_path(self, data_dir: Path) -> Path:
+        """Where CSV batches go: ``export_dir``, or ``payouts`` under the pool's data_dir."""
+        return self.export_dir if self.export_dir is not None else data_dir / "payouts"
+
+
 class Settings(_Section):
     pool: PoolSection = Field(default_factory=PoolSection)
     node: NodeSection = Field(default_factory=NodeSection)
@@ -436,6 +501,7 @@ class Settings(_Section):
     checker: CheckerSection = Field(default_factory=CheckerSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     concentration: ConcentrationSection = Field(default_factory=ConcentrationSection)
+    payouts: PayoutsSection = Field(default_factory=PayoutsSection)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Settings":

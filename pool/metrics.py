@@ -101,6 +101,10 @@ class PayoutFigures:
     """Credited to miners by PPS/FPPS and not yet covered by found blocks."""
     unpaid_balances_sats: int
     """Sum of every miner's balance not yet paid out."""
+    immature_balances_sats: int | None = None
+    """Part of the unpaid balances from blocks still awaiting maturity."""
+    pps_reserve_required_sats: int | None = None
+    """Reserve a PPS/FPPS operator needs for the configured ruin probability."""
 
 
 @dataclass(frozen=True)
@@ -247,6 +251,15 @@ class PoolMetrics:
         )
         self.payout_ledger_up = Gauge(
             "stope_payout_ledger_up", "1 if a payout ledger reported on the last update", registry=r
+        )
+        self.immature_balances = Gauge(
+            "stope_immature_balances_sats", "Miners' balances from blocks awaiting maturity (part of the unpaid balances)",
+            registry=r,
+        )
+        self.pps_reserve_required = Gauge(
+            "stope_pps_reserve_required_sats",
+            "Reserve a PPS/FPPS operator needs for the configured ruin probability (0 under other schemes)",
+            registry=r,
         )
         self.round_effort = Gauge(
             "stope_round_effort",
@@ -439,6 +452,10 @@ class PoolMetrics:
             else:
                 self.pps_liability.set(figures.pps_liability_sats)
                 self.unpaid_balances.set(figures.unpaid_balances_sats)
+                if figures.immature_balances_sats is not None:
+                    self.immature_balances.set(figures.immature_balances_sats)
+                if figures.pps_reserve_required_sats is not None:
+                    self.pps_reserve_required.set(figures.pps_reserve_required_sats)
                 self.payout_ledger_up.set(1)
         self.update(time.monotonic())
 

@@ -172,7 +172,7 @@ class ProtocolSettings:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class SentJob:
     """A job id as this connection knows it."""
 
@@ -279,6 +279,11 @@ class ServerConnection:
     def version_rolling_degraded(self) -> bool:
         """Fewer rollable bits than the miner's min-bit-count (BIP310: it runs degraded)."""
         return self.requested_mask is not None and self.version_mask.bit_count() < self.min_bit_count
+
+    @property
+    def bad_lines(self) -> int:
+        """Undecodable lines received so far (the server counts them against the sender's address)."""
+        return self._bad_lines
 
     def sent_job(self, wire_id: str) -> SentJob | None:
         return self._sent.get(wire_id)
@@ -629,7 +634,10 @@ class ServerConnection:
             self.network_difficulty = network_difficulty
         if not self.working:
             return None
-        prefix = b"".join(e.data for e in self._cap_to_network(now) if isinstance(e, Send))
+        net = self.network_difficulty
+        prefix = b""
+        if net is not None and self.difficulty > net:  # rare: checked inline, this runs per connection per job
+            prefix = b"".join(e.data for e in self._cap_to_network(now) if isinstance(e, Send))
         self._record(job.job_id, job)
         return prefix + job.notify_line if prefix else job.notify_line
 

@@ -15,6 +15,7 @@ from .chain import DevnetChain
 from .notify import HashblockPublisher
 from .rpc import DEFAULT_LONGPOLL_TIMEOUT, DevnetRPC
 from .server import DevnetHTTPServer
+from .wallet import DevnetWallet
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,11 @@ class DevnetNode:
         rpc_password: str = "",
         zmq_hashblock: str | None = None,
         longpoll_timeout: float = DEFAULT_LONGPOLL_TIMEOUT,
+        wallet: DevnetWallet | None = None,
     ) -> None:
         self.chain = chain
+        # Kept across restarts, like a wallet file.
+        self.wallet = wallet if wallet is not None else DevnetWallet(chain)
         self.host = host
         self.port = port
         self.rpc_user = rpc_user
@@ -63,7 +67,7 @@ class DevnetNode:
         return self._scope is not None
 
     async def run(self, *, task_status: trio.TaskStatus[DevnetNode] = trio.TASK_STATUS_IGNORED) -> None:
-        rpc = DevnetRPC(self.chain, longpoll_timeout=self.longpoll_timeout)
+        rpc = DevnetRPC(self.chain, longpoll_timeout=self.longpoll_timeout, wallet=self.wallet)
         self.http = DevnetHTTPServer(rpc, user=self.rpc_user, password=self.rpc_password)
         if self._hung:
             self.http.hang()

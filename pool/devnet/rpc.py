@@ -11,6 +11,7 @@ from ..bitcoin.script import AddressError, address_to_script
 from ..bitcoin.serialize import internal_to_display
 from ..bitcoin.tx import Tx
 from .chain import COIN, DevnetChain, RPCError, StoredBlock
+from .wallet import DevnetWallet
 
 # How long a long-poll getblocktemplate is held when nothing changes. bitcoind
 # holds it until a new block (or, after a minute, changed transactions); the
@@ -45,8 +46,15 @@ class DevnetRPC:
     change, as bitcoind does.
     """
 
-    def __init__(self, chain: DevnetChain, *, longpoll_timeout: float = DEFAULT_LONGPOLL_TIMEOUT) -> None:
+    def __init__(
+        self,
+        chain: DevnetChain,
+        *,
+        longpoll_timeout: float = DEFAULT_LONGPOLL_TIMEOUT,
+        wallet: DevnetWallet | None = None,
+    ) -> None:
         self.chain = chain
+        self.wallet = wallet if wallet is not None else DevnetWallet(chain)
         self.longpoll_timeout = longpoll_timeout
         self._changed = trio.Event()
         chain.on_template_change.append(self._on_template_change)
@@ -171,3 +179,16 @@ class DevnetRPC:
         else:
             out["tx"] = [_tx_json(tx) for tx in stored.block.txs]
         return out
+
+    # --- wallet (pool/devnet/wallet.py) ---------------------------------------------
+    def rpc_sendmany(self, *params: Any) -> str:
+        return self.wallet.sendmany(*params)
+
+    def rpc_listtransactions(self, *params: Any) -> list[dict[str, Any]]:
+        return self.wallet.listtransactions(*params)
+
+    def rpc_gettransaction(self, *params: Any) -> dict[str, Any]:
+        return self.wallet.gettransaction(*params)
+
+    def rpc_getbalance(self, *params: Any) -> Decimal:
+        return self.wallet.getbalance(*params)

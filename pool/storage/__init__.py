@@ -1,1 +1,13 @@
-"""Share and block records (SQLAlchemy 2.x; SQLite embedded, PostgreSQL in production)."""
+"""Durable share storage: SQLite (embedded, WAL) or PostgreSQL, no acknowledged share lost.
+
+* ``models``   typed SQLAlchemy models (miners, workers, shares, blocks,
+  payout batches and items, ledger entries, share aggregates)
+* ``db``       ``make_engine``, Alembic ``upgrade``/``downgrade``/``current_revision``
+  (migrations live in ``pool/migrations``)
+* ``spool``    the write-ahead spool: CRC-framed segment files, group-committed fsync
+* ``store``    batched, idempotent inserts (SQLite executemany, PostgreSQL COPY)
+* ``writer``   ``ShareWriter``: ``await record(share)`` (durable on return), the
+  bounded queue, retries while the database is away, crash replay
+* ``compact``  retention: fold old shares into per-worker aggregates
+* ``cli``      ``stope db upgrade|downgrade|current|compact|replay``
+"""

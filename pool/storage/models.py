@@ -1,4 +1,8 @@
-"""Typed ORM models: miners, workers, shares, blocks."""
+"""Typed ORM models: miners, workers, shares, blocks, payouts and the ledger.
+
+The schema itself is owned by the Alembic migrations in ``pool/migrations``;
+these classes must stay in step with the head revision (a test compares them).
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,30 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
+
+# Block lifecycle: submitted and awaiting maturity, matured on the best chain,
+# fell off the best chain, or refused by the node at submission.
+BLOCK_PENDING = "pending"
+BLOCK_CONFIRMED = "confirmed"
+BLOCK_ORPHANED = "orphaned"
+BLOCK_REJECTED = "rejected"
+BLOCK_STATUSES = (BLOCK_PENDING, BLOCK_CONFIRMED, BLOCK_ORPHANED, BLOCK_REJECTED)
+
+# Payout batch lifecycle (the payout engine moves batches along it).
+BATCH_DRAFT = "draft"
+BATCH_SENT = "sent"
+BATCH_CONFIRMED = "confirmed"
+BATCH_FAILED = "failed"
+BATCH_STATUSES = (BATCH_DRAFT, BATCH_SENT, BATCH_CONFIRMED, BATCH_FAILED)
+
+# A BigInteger primary key that is still SQLite's rowid alias (INTEGER PRIMARY KEY).
+BigId = BigInteger().with_variant(Integer, "sqlite")
 
 
 class ExactFraction(TypeDecorator[Fraction]):
@@ -40,8 +63,21 @@ class ExactFraction(TypeDecorator[Fraction]):
         return None if value is None else Fraction(value)
 
 
+class LongExactFraction(ExactFraction):
+    """An exact fraction with no length limit: sums of many shares' difficulties
+    and sub-satoshi credits can have long denominators."""
+
+    impl = Text()
+    cache_ok = True
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
 
 
 class Base(DeclarativeBase):
@@ -49,14 +85,18 @@ class Base(DeclarativeBase):
 
 
 class Miner(Base):
+    """A payout address; the unit payouts and the ledger are kept per."""
+
     __tablename__ = "miners"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     address: Mapped[str] = mapped_column(String(128), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, server_default=func.now())
-    workers: Mapped[list["Worker"]] = relationship(back_populates="miner")
+    workers: Mapped[list[Worker]] = relationship(back_populates="miner")
 
 
 class Worker(Base):
+    """One named rig of a miner (``ADDRESS.worker``); shares are recorded per worker."""
+
     __tablename__ = "workers"
     __table_args__ = (UniqueConstraint("miner_id", "name"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -67,10 +107,13 @@ class Worker(Base):
 
 
 class Share(Base):
+    """One accepted share. Old rows may be compacted into ``ShareAggregate``."""
+
     __tablename__ = "shares"
     __table_args__ = (Index("ix_shares_created_at", "created_at"), Index("ix_shares_worker", "worker_id", "created_at"))
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    # The share's header hash: unique per share, so a replayed spool never double-counts.
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # The share's header hash (display hex): unique per share, so a replayed
+    # spool never double-counts (inserts are ON CONFLICT DO NOTHING on it).
     share_hash: Mapped[str] = mapped_column(String(64), unique=True)
     worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
     job_id: Mapped[str] = mapped_column(String(32))
@@ -82,16 +125,100 @@ class Share(Base):
 
 
 class Block(Base):
+    """A block the pool found: pending until mature, then confirmed or orphaned."""
+
     __tablename__ = "blocks"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     height: Mapped[int] = mapped_column(Integer, index=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)
     prevhash: Mapped[str] = mapped_column(String(64))
     worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"), nullable=True)
+    # Coinbase value in satoshis (subsidy + fees).
     reward: Mapped[int] = mapped_column(BigInteger)
-    # pending (submitted, awaiting maturity), confirmed, orphaned, rejected
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    # One of BLOCK_STATUSES.
+    status: Mapped[str] = mapped_column(String(16), default=BLOCK_PENDING)
     submit_result: Mapped[str | None] = mapped_column(String(128), nullable=True)
     confirmations: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class PayoutBatch(Base):
+    """One payout transaction (or attempt). ``idempotency_key`` is chosen by the
+    payout engine (e.g. derived from the blocks/ledger range it settles) so a
+    retried run never creates a second batch for the same money."""
+
+    __tablename__ = "payout_batches"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    # One of BATCH_STATUSES.
+    status: Mapped[str] = mapped_column(String(16), default=BATCH_DRAFT)
+    txid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Transaction fee paid by the pool, satoshis.
+    fee: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    items: Mapped[list[PayoutBatchItem]] = relationship(back_populates="batch")
+
+
+class PayoutBatchItem(Base):
+    """What one miner is paid in one batch (whole satoshis)."""
+
+    __tablename__ = "payout_batch_items"
+    __table_args__ = (UniqueConstraint("batch_id", "miner_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("payout_batches.id"))
+    miner_id: Mapped[int] = mapped_column(ForeignKey("miners.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    batch: Mapped[PayoutBatch] = relationship(back_populates="items")
+
+
+class LedgerEntry(Base):
+    """Append-only credit (positive) or debit (negative) of a miner's balance.
+
+    The exact amount is ``amount + remainder``: ``amount`` is whole satoshis
+    (floored) and ``remainder`` the exact sub-satoshi part in [0, 1), so PPS
+    credits of fractions of a satoshi add up without loss. A balance is the
+    sum over a miner's entries. ``kind`` names the source (e.g. "pplns",
+    "pps", "payout", "adjustment"); ``block_id``/``batch_id`` say which block
+    or payout batch it comes from. ``share_id_through`` is for per-share
+    credits (PPS/FPPS): the highest ``shares.id`` the credit covers, so
+    compaction knows which shares are already paid for.
+    """
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (Index("ix_ledger_miner", "miner_id", "id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    miner_id: Mapped[int] = mapped_column(ForeignKey("miners.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    remainder: Mapped[Fraction] = mapped_column(LongExactFraction(), default=Fraction(0))
+    block_id: Mapped[int | None] = mapped_column(ForeignKey("blocks.id"), nullable=True, index=True)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("payout_batches.id"), nullable=True, index=True)
+    share_id_through: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    memo: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    @staticmethod
+    def split(exact: Fraction) -> tuple[int, Fraction]:
+        """An exact amount as (whole satoshis floored, remainder in [0, 1))."""
+        whole = exact.numerator // exact.denominator
+        return whole, exact - whole
+
+    @property
+    def exact_amount(self) -> Fraction:
+        return self.amount + Fraction(self.remainder or 0)
+
+
+class ShareAggregate(Base):
+    """Compacted shares: per worker and time bucket, how many and how much
+    difficulty, so hashrate history outlives the share rows (revision 0002)."""
+
+    __tablename__ = "share_aggregates"
+    __table_args__ = (UniqueConstraint("worker_id", "bucket_start", "bucket_seconds"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+    bucket_start: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    bucket_seconds: Mapped[int] = mapped_column(Integer)
+    share_count: Mapped[int] = mapped_column(BigInteger)
+    difficulty_sum: Mapped[Fraction] = mapped_column(LongExactFraction())

@@ -1,135 +1,436 @@
-"""Batched writes of share and block records, off the event loop."""
+"""The share writer: spool first (durable, before the miner hears ``true``),
+then batches into the database from a bounded in-memory queue, off the event loop.
+
+Flow of one accepted share::
+
+    Pool.submit_share --await record()--> Spool (group fsync) --on_durable--> queue
+        --batch--> ShareStore.write (worker thread, one transaction)
+        --> segment fully committed and sealed --> segment file deleted
+
+When the database is slow or down, batches are retried with back-off while
+shares keep going into the spool; records that do not fit in the queue stay
+only on disk and are read back from their segment once it is sealed. At
+start, segments left by a crash are replayed the same way. Inserts are
+idempotent on ``shares.share_hash``, so replays never double-count.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+import math
+import os
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+import psycopg
 import trio
-from sqlalchemy import Engine, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from .models import Block, Miner, Share, Worker
-from .records import BlockRecord, ShareRecord
+from .records import BlockRecord, ShareRecord, ShareRow
+from .spool import (
+    Segment,
+    Spool,
+    SpoolEntry,
+    SpoolError,
+    SpoolFull,
+    encode_entry,
+    frame,
+)
+from .store import InsertMethod, ShareStore, WorkerDirectory, write_block, write_shares
+
+__all__ = [
+    "ShareWriter",
+    "SpoolError",
+    "SpoolFull",
+    "WorkerDirectory",
+    "WriterStats",
+    "write_block",
+    "write_shares",
+]
 
 log = logging.getLogger(__name__)
 
+# The database refused these rows themselves: retrying the same batch cannot help.
+POISON_ERRORS: tuple[type[BaseException], ...] = (
+    IntegrityError, DataError, psycopg.IntegrityError, psycopg.DataError, sqlite3.IntegrityError, sqlite3.DataError,
+)
+# Anything else from the database or the disk: assume it is down and retry.
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, psycopg.Error, sqlite3.Error, OSError)
 
-class WorkerDirectory:
-    """Resolves (address, worker name) to a worker id, creating rows on first sight."""
-
-    def __init__(self) -> None:
-        self._cache: dict[tuple[str, str], int] = {}
-
-    def resolve(self, session: Session, address: str, name: str) -> int:
-        key = (address, name)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        miner_id = session.scalar(select(Miner.id).where(Miner.address == address))
-        if miner_id is None:
-            miner = Miner(address=address)
-            session.add(miner)
-            session.flush()
-            miner_id = miner.id
-        worker_id = session.scalar(select(Worker.id).where(Worker.miner_id == miner_id, Worker.name == name))
-        if worker_id is None:
-            worker = Worker(miner_id=miner_id, name=name)
-            session.add(worker)
-            session.flush()
-            worker_id = worker.id
-        self._cache[key] = worker_id
-        return worker_id
-
-    def forget(self) -> None:
-        self._cache.clear()
+QUARANTINE_FILE = "quarantine.spool"
 
 
-def write_shares(engine: Engine, directory: WorkerDirectory, records: Sequence[ShareRecord]) -> int:
-    """Insert a batch in one transaction; a record already present is skipped."""
-    with Session(engine) as session, session.begin():
-        rows = []
-        for r in records:
-            rows.append(
-                {
-                    "share_hash": r.share_hash,
-                    "worker_id": directory.resolve(session, r.address, r.worker),
-                    "job_id": r.job_id,
-                    "height": r.height,
-                    "difficulty": r.difficulty,
-                    "network_difficulty": r.network_difficulty,
-                    "is_block": r.is_block,
-                    "created_at": r.created_at,
-                }
-            )
-        hashes = [r["share_hash"] for r in rows]
-        present = set(session.scalars(select(Share.share_hash).where(Share.share_hash.in_(hashes))))
-        fresh = [r for r in rows if r["share_hash"] not in present]
-        if fresh:
-            session.execute(insert(Share), fresh)
-        return len(fresh)
+@dataclass(frozen=True)
+class WriterStats:
+    """A snapshot for metrics and logs."""
 
-
-def write_block(engine: Engine, directory: WorkerDirectory, record: BlockRecord) -> None:
-    with Session(engine) as session, session.begin():
-        existing = session.scalar(select(Block).where(Block.hash == record.hash))
-        if existing is not None:
-            existing.status = record.status
-            existing.submit_result = record.submit_result
-            return
-        session.add(
-            Block(
-                height=record.height,
-                hash=record.hash,
-                prevhash=record.prevhash,
-                worker_id=directory.resolve(session, record.address, record.worker),
-                reward=record.reward,
-                status=record.status,
-                submit_result=record.submit_result,
-            )
-        )
+    db_up: bool
+    queue_depth: int
+    pending: int
+    spool_bytes: int
+    spool_segments: int
+    spool_full: bool
+    spool_refused: int
+    fsyncs: int
+    rows_written: int
+    rows_duplicate: int
+    batches: int
+    outages: int
+    quarantined: int
 
 
 class ShareWriter:
-    """Drains a bounded queue of share records into the database in batches."""
+    """Durable share recording: ``await record(share)`` returns once the share
+    is fsynced in the spool; ``run()`` moves spooled records into the database."""
 
-    def __init__(self, engine: Engine, *, batch_size: int = 500, flush_interval: float = 0.05, queue_size: int = 100_000) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        spool_dir: Path,
+        *,
+        batch_size: int = 20000,
+        flush_interval: float = 0.05,
+        queue_size: int = 100_000,
+        fsync_interval: float = 0.002,
+        spool_max_bytes: int = 1 << 30,
+        segment_bytes: int = 8 << 20,
+        segment_age: float = 2.0,
+        replay_batch_size: int = 20000,
+        retry_min: float = 0.1,
+        retry_max: float = 2.0,
+        prepare: Callable[[], None] | None = None,
+        method: InsertMethod = "auto",
+    ) -> None:
         self.engine = engine
+        self.store = ShareStore(engine, method=method)
+        self.directory = self.store.directory
+        self.spool = Spool(
+            Path(spool_dir),
+            fsync_interval=fsync_interval,
+            segment_bytes=segment_bytes,
+            segment_age=segment_age,
+            max_bytes=spool_max_bytes,
+            on_durable=self._on_durable,
+            on_sealed=self._on_sealed,
+        )
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self.directory = WorkerDirectory()
-        self._send, self._receive = trio.open_memory_channel[ShareRecord](queue_size)
-        self.written = 0
-        self.pending = 0
-        self._idle = trio.Event()
-        self._idle.set()
+        self.queue_size = queue_size
+        self.replay_batch_size = replay_batch_size
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self._prepare = prepare
+        self._queue: deque[tuple[Segment, SpoolEntry]] = deque()
+        self._inflight = 0
+        self._work = trio.Event()
+        self._changed = trio.Event()
+        self._spilling = False
+        # Public state (read by metrics): see stats().
+        self.db_up = True
+        self.down_since: float | None = None
+        self.rows_written = 0
+        self.rows_duplicate = 0
+        self.batches = 0
+        self.outages = 0
+        self.spilled = 0  # records only on disk (not in the queue), known so far
+        self.quarantined = 0
+        self._last_down_log = -math.inf
 
-    def put(self, record: ShareRecord) -> None:
-        """Queue a record (never blocks the event loop; raises if the queue is full)."""
-        self._send.send_nowait(record)
-        self.pending += 1
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
+    # --- the hot path --------------------------------------------------------------
+    async def record(self, record: ShareRecord) -> None:
+        """Return once the share is durable (fsynced); only then may it be acknowledged.
+
+        Raises ``SpoolFull`` (back-pressure: the database is not keeping up)
+        or ``SpoolError`` (the disk failed); the share must then be refused.
+        """
+        await self.spool.append(record)
+
+    async def record_block(self, record: BlockRecord) -> None:
+        """Durably record a found block (inserted, or its status updated, by hash)."""
+        await self.spool.append(record)
+
+    # --- state ------------------------------------------------------------------------
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def pending(self) -> int:
+        """Records acknowledged but not yet known to be committed."""
+        return len(self._queue) + self._inflight + self.spilled + self.spool.in_flight
+
+    @property
+    def idle(self) -> bool:
+        return (
+            not self._queue
+            and self._inflight == 0
+            and self.spool.in_flight == 0
+            and self.spool.buffered_bytes == 0
+            and not any(s.replay for s in self.spool.segments)
+        )
+
+    def stats(self) -> WriterStats:
+        return WriterStats(
+            db_up=self.db_up,
+            queue_depth=len(self._queue),
+            pending=self.pending,
+            spool_bytes=self.spool.size_bytes,
+            spool_segments=len(self.spool.segments),
+            spool_full=self.spool.full,
+            spool_refused=self.spool.refused,
+            fsyncs=self.spool.fsyncs,
+            rows_written=self.rows_written,
+            rows_duplicate=self.rows_duplicate,
+            batches=self.batches,
+            outages=self.outages,
+            quarantined=self.quarantined,
+        )
 
     async def drained(self) -> None:
-        """Wait until every queued record is committed."""
-        while self.pending:
-            await self._idle.wait()
+        """Wait until every record appended before this call is committed (or quarantined).
 
-    async def run(self) -> None:
+        A barrier, not "until idle": under a steady flow of shares it still returns.
+        """
+        await self.spool.flushed()
+        targets = [(seg, seg.entries) for seg in self.spool.segments]
+        while not all(self._reached(seg, entries) for seg, entries in targets):
+            await self._changed.wait()
+
+    def _reached(self, seg: Segment, entries: int) -> bool:
+        if seg not in self.spool.segments:
+            return True  # replayed or fully committed, and deleted
+        if seg.replay:
+            if not seg.sealed:
+                self.spool.request_seal()  # a spilled active segment is read back once sealed
+            return False
+        return seg.committed >= entries
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # --- spool callbacks (event loop) -----------------------------------------------
+    def _on_durable(self, seg: Segment, entries: Sequence[SpoolEntry]) -> None:
+        for entry in entries:
+            if not seg.replay and len(self._queue) < self.queue_size:
+                self._queue.append((seg, entry))
+                continue
+            if not seg.replay:
+                seg.replay = True
+                if not self._spilling:
+                    self._spilling = True
+                    log.warning(
+                        "share queue full (%d records): new shares stay in the spool only and are read back "
+                        "from disk when the database catches up (spool %d bytes)",
+                        len(self._queue), self.spool.size_bytes,
+                    )
+            seg.spilled += 1
+            self.spilled += 1
+        self._work.set()
+        self._notify()
+
+    def _on_sealed(self, seg: Segment) -> None:
+        self._work.set()
+
+    # --- the drain loop ------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Open the spool (recovering a crashed run's segments), then write until cancelled."""
+        await trio.to_thread.run_sync(self.spool.open)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.spool.run)
+                task_status.started()
+                await self._drain()
+        finally:
+            self._forget_committed_segments()
+
+    def _forget_committed_segments(self) -> None:
+        """On the way out: delete segments whose every record is committed (the
+        active one included), so a clean stop leaves nothing to replay."""
+        for seg in list(self.spool.segments):
+            if not seg.replay and seg.entries and seg.committed >= seg.entries:
+                try:
+                    Spool.remove_file(seg)
+                except OSError as exc:
+                    log.warning("could not remove spool segment %s: %s", seg.path, exc)
+                    continue
+                self.spool.forget(seg)
+        if self.spool.segments:
+            log.info("stopping with %d spool segment(s) not yet fully committed; they are replayed at the next start",
+                     len(self.spool.segments))
+
+    async def _wait_work(self) -> None:
+        self._work = trio.Event()
+        await self._work.wait()
+
+    async def _drain(self) -> None:
         while True:
-            batch = [await self._receive.receive()]
-            with trio.move_on_after(self.flush_interval):
-                while len(batch) < self.batch_size:
-                    batch.append(await self._receive.receive())
+            await self._retire_done()
+            seg = next((s for s in self.spool.segments if s.replay and s.sealed), None)
+            if seg is not None:
+                await self._replay(seg)
+                continue
+            if not self._queue:
+                if self._spilling:
+                    self._spilling = False
+                    log.info("share queue drained; reading spilled records back from the spool")
+                if any(s.replay for s in self.spool.segments):
+                    self.spool.request_seal()
+                self._notify()
+                await self._wait_work()
+                continue
+            if len(self._queue) < self.batch_size:
+                with trio.move_on_after(self.flush_interval):
+                    while len(self._queue) < self.batch_size:
+                        await self._wait_work()
+            n = min(self.batch_size, len(self._queue))
+            batch = [self._queue.popleft() for _ in range(n)]
+            self._inflight = n
+            try:
+                await self._commit([entry for _, entry in batch])
+            finally:
+                self._inflight = 0
+            for seg, _ in batch:
+                seg.committed += 1
+            self._notify()
+
+    async def _retire_done(self) -> None:
+        for seg in [s for s in self.spool.segments if s.done]:
+            await self._remove(seg)
+
+    async def _remove(self, seg: Segment, keep_as: str | None = None) -> None:
+        try:
+            await trio.to_thread.run_sync(Spool.remove_file, seg, keep_as)
+        except OSError as exc:
+            log.error("could not remove spool segment %s (it will be replayed again, harmlessly): %s", seg.path, exc)
+        self.spool.forget(seg)
+
+    async def _replay(self, seg: Segment) -> None:
+        decoded = await trio.to_thread.run_sync(Spool.read, seg)
+        if decoded.torn_bytes:
+            log.warning(
+                "spool segment %s: %d byte(s) of an interrupted write at its end ignored "
+                "(that write was never acknowledged)", seg.path, decoded.torn_bytes,
+            )
+        if decoded.corrupt_bytes:
+            log.error(
+                "spool segment %s is damaged after byte %d (%d bytes unreadable); the file is kept as %s.corrupt",
+                seg.path, decoded.good_bytes, decoded.corrupt_bytes, seg.path.name,
+            )
+        before = self.rows_written
+        entries = decoded.entries
+        for i in range(0, len(entries), self.replay_batch_size):
+            await self._commit(entries[i : i + self.replay_batch_size], replay=True)
+        self.spilled -= seg.spilled
+        seg.spilled = 0
+        seg.replay = False
+        seg.committed = seg.entries = len(entries)
+        await self._remove(seg, ".corrupt" if decoded.corrupt_bytes else None)
+        log.log(
+            logging.WARNING if seg.recovered else logging.INFO,
+            "spool segment %s replayed: %d record(s), %d new share row(s)", seg.path.name, len(entries), self.rows_written - before,
+        )
+        self._notify()
+
+    # --- committing ----------------------------------------------------------------------
+    async def _commit(self, entries: Sequence[SpoolEntry], *, replay: bool = False) -> None:
+        """Commit ``entries``, retrying until the database takes them."""
+        delay = self.retry_min
+        while True:
+            try:
+                if self._prepare is not None:
+                    await trio.to_thread.run_sync(self._prepare)
+                    self._prepare = None
+                inserted = await trio.to_thread.run_sync(functools.partial(self.store.write, entries, replay=replay))
+            except POISON_ERRORS as exc:
+                await self._isolate(entries, exc)
+                return
+            except STORAGE_ERRORS as exc:
+                self.directory.forget()
+                self._went_down(exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, self.retry_max)
+                continue
+            self._came_up()
+            self._count(entries, inserted)
+            return
+
+    def _count(self, entries: Sequence[SpoolEntry], inserted: int) -> None:
+        shares = sum(1 for e in entries if isinstance(e, ShareRow))
+        self.rows_written += inserted
+        self.rows_duplicate += shares - inserted
+        self.batches += 1
+
+    async def _isolate(self, entries: Sequence[SpoolEntry], exc: BaseException) -> None:
+        """A batch the database refuses: write records one by one, quarantine the bad ones."""
+        log.error("database refused a batch of %d record(s) (%s); writing them one by one", len(entries), exc)
+        self.directory.forget()
+        for entry in entries:
+            delay = self.retry_min
             while True:
                 try:
-                    await trio.to_thread.run_sync(write_shares, self.engine, self.directory, batch)
+                    inserted = await trio.to_thread.run_sync(self.store.write, [entry])
+                except POISON_ERRORS as bad:
+                    await self._quarantine(entry, bad)
                     break
-                except Exception as exc:  # noqa: BLE001 - any DB failure: keep the batch and retry
-                    log.error("share batch of %d not written, retrying: %s", len(batch), exc)
-                    self.directory.forget()
-                    await trio.sleep(1.0)
-            self.written += len(batch)
-            self.pending -= len(batch)
-            if not self.pending:
-                self._idle.set()
+                except STORAGE_ERRORS as down:
+                    self._went_down(down)
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, self.retry_max)
+                    continue
+                self._came_up()
+                self._count([entry], inserted)
+                break
+
+    async def _quarantine(self, entry: SpoolEntry, exc: BaseException) -> None:
+        path = self.spool.directory / QUARANTINE_FILE
+        data = frame(encode_entry(entry))
+
+        def append() -> None:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        await trio.to_thread.run_sync(append)
+        self.quarantined += 1
+        log.error(
+            "database refused %r: %s; the record is kept in %s (re-insert with `stope db replay %s`)",
+            entry, exc, path, path,
+        )
+
+    def _went_down(self, exc: BaseException) -> None:
+        now = trio.current_time()
+        if self.db_up:
+            self.db_up = False
+            self.outages += 1
+            self.down_since = now
+            self._last_down_log = now
+            log.error(
+                "database unavailable (%s): %s; accepted shares continue into the spool "
+                "(%d bytes, %d record(s) waiting)",
+                type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
+                self.spool.size_bytes, self.pending,
+            )
+        elif now - self._last_down_log >= 10.0:
+            self._last_down_log = now
+            log.error(
+                "database still unavailable after %.0fs: spool %d bytes of %d allowed, %d record(s) waiting",
+                now - (self.down_since or now), self.spool.size_bytes, self.spool.max_bytes, self.pending,
+            )
+
+    def _came_up(self) -> None:
+        if not self.db_up:
+            self.db_up = True
+            log.warning(
+                "database available again after %.1fs; catching up on %d record(s)",
+                trio.current_time() - (self.down_since or trio.current_time()), self.pending,
+            )
+            self.down_since = None

@@ -11,6 +11,7 @@ import trio.lowlevel
 from stratum import errors
 from stratum.errors import StratumError
 from stratum.protocol import ProtocolSettings, Share
+from stratum.limits import Limits
 from stratum.server import ServerSettings, StratumServer
 from tests.stratum.helpers import NTIME, make_job
 from tests.stratum.lineclient import LineClient
@@ -221,7 +222,7 @@ async def test_garbage_closes_the_connection():
 
 
 async def test_a_miner_that_stops_reading_is_dropped():
-    settings = ServerSettings(outbox_size=2)
+    settings = ServerSettings(limits=Limits(max_send_buffer=4096))
     async with trio.open_nursery() as nursery:
         server, _ = await start_server(nursery, settings)
         _client, _ = await working_client(server)  # connected, never reads again

@@ -1,0 +1,246 @@
+"""The share writer on SQLite and PostgreSQL: batches, idempotent replay,
+spilling to disk, outages, blocks, poison rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import trio
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from pool.storage.db import make_engine, upgrade
+from pool.storage.models import Block, Miner, Share, Worker, as_utc
+from pool.storage.records import BlockRecord
+from pool.storage.spool import encode_entry, frame, segment_name
+from pool.storage.store import ShareStore
+from pool.storage.writer import QUARANTINE_FILE, ShareWriter
+from tests.storage.helpers import (
+    ADDRESS,
+    hash_counts,
+    make_share,
+    share_count,
+    share_hash,
+)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+async def run_writer(writer: ShareWriter, body) -> None:  # type: ignore[no-untyped-def]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        with trio.fail_after(60):
+            await body()
+            await writer.drained()
+        nursery.cancel_scope.cancel()
+
+
+async def test_batched_writing(engine: Engine, tmp_path: Path):
+    writer = ShareWriter(engine, tmp_path / "spool", batch_size=200, flush_interval=0.02, segment_age=0.1)
+    workers = ["rig1", "rig2", "a" * 300]  # an over-long worker name is cut to the column width
+
+    async def body() -> None:
+        async with trio.open_nursery() as n:
+            for i in range(2000):
+                n.start_soon(writer.record, make_share(i, worker=workers[i % 3]))
+        with trio.fail_after(5):  # sealed segments go once committed
+            while writer.spool.segments or list((tmp_path / "spool").glob("seg-*")):
+                await trio.sleep(0.02)
+
+    await run_writer(writer, body)
+    assert share_count(engine) == 2000 == writer.rows_written
+    assert writer.batches <= 40, writer.batches  # batched, not a transaction per row
+    assert writer.spool.fsyncs < 200, writer.spool.fsyncs  # group commit
+    assert writer.db_up and writer.pending == 0 and writer.stats().spool_bytes == 0
+    with Session(engine) as session:
+        assert session.scalars(select(Miner.address)).all() == [ADDRESS]
+        assert sorted(session.scalars(select(Worker.name))) == sorted(["rig1", "rig2", "a" * 128])
+        row = session.scalar(select(Share).where(Share.share_hash == share_hash(7)))
+        expected = make_share(7, worker="rig2")
+        assert row.difficulty == Fraction(1, 10000) and row.network_difficulty == Fraction(3, 10000)
+        assert (row.job_id, row.height, row.is_block) == (expected.job_id, expected.height, False)
+        assert as_utc(row.created_at) == expected.created_at
+
+
+def test_store_insert_is_idempotent(engine: Engine):
+    store = ShareStore(engine)
+    batch = [make_share(i) for i in range(300)]
+    assert store.write(batch) == 300
+    assert store.write(batch) == 0  # a replay of committed rows adds nothing
+    assert store.write(batch, replay=True) == 0
+    assert store.write(batch[:10] + [make_share(300), make_share(300)]) == 1  # duplicates inside one batch too
+    assert share_count(engine) == 301
+    assert set(hash_counts(engine).values()) == {1}
+
+
+
+
+async def test_crash_leftover_spool_is_replayed_exactly_once(engine: Engine, tmp_path: Path, caplog):
+    """A previous run died with segments on disk: some rows committed, some not, a torn tail."""
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    shares = [make_share(i) for i in range(900)]
+    ShareStore(engine).write(shares[:400])  # these reached the database before the crash
+    (spool_dir / segment_name(7)).write_bytes(b"".join(frame(encode_entry(s)) for s in shares[:500]))
+    torn = frame(encode_entry(make_share(10_000)))[:-5]  # an unacknowledged write cut short
+    (spool_dir / segment_name(8)).write_bytes(b"".join(frame(encode_entry(s)) for s in shares[500:]) + torn)
+    block = BlockRecord(101, share_hash(899), "00" * 32, ADDRESS, "rig1", 5_000_000_000, "pending", "accepted")
+    (spool_dir / segment_name(9)).write_bytes(frame(encode_entry(block)))
+
+    writer = ShareWriter(engine, spool_dir, replay_batch_size=128)
+
+    async def body() -> None:
+        await writer.record(make_share(5000))  # new shares flow while the old spool replays
+
+    await run_writer(writer, body)
+    counts = hash_counts(engine)
+    assert len(counts) == 901 and set(counts.values()) == {1}
+    assert make_share(10_000).share_hash not in counts
+    assert writer.rows_duplicate == 400 and writer.rows_written == 501
+    assert not list(spool_dir.glob("seg-*"))  # a clean stop leaves nothing to replay
+    with Session(engine) as session:
+        assert session.scalars(select(Block.hash)).all() == [share_hash(899)]
+    assert "interrupted write" in caplog.text
+
+    # Replaying the same files again (a crash right after commit, before unlink) changes nothing.
+    (spool_dir / segment_name(20)).write_bytes(b"".join(frame(encode_entry(s)) for s in shares))
+    again = ShareWriter(engine, spool_dir)
+    await run_writer(again, trio.lowlevel.checkpoint)
+    assert hash_counts(engine) == counts and again.rows_written == 0 and again.rows_duplicate == 900
+
+
+async def test_full_queue_spills_to_disk_and_reads_back(engine: Engine, tmp_path: Path, caplog):
+    writer = ShareWriter(engine, tmp_path / "spool", queue_size=20, batch_size=10, flush_interval=0.005, segment_age=0.2)
+
+    async def body() -> None:
+        async with trio.open_nursery() as n:
+            for i in range(1500):
+                n.start_soon(writer.record, make_share(i))
+
+    await run_writer(writer, body)
+    assert share_count(engine) == 1500
+    assert writer.spilled == 0
+    assert "share queue full" in caplog.text
+
+
+async def test_outage_keeps_acknowledging_then_catches_up(engine: Engine, tmp_path: Path, monkeypatch, caplog):
+    writer = ShareWriter(engine, tmp_path / "spool", batch_size=50, flush_interval=0.005, queue_size=100,
+                         segment_age=0.1, retry_min=0.02, retry_max=0.1)
+    real_write = writer.store.write
+    down = True
+
+    def write(entries, **kwargs):  # type: ignore[no-untyped-def]
+        if down:
+            raise OperationalError("INSERT", {}, Exception("connection refused"))
+        return real_write(entries, **kwargs)
+
+    monkeypatch.setattr(writer.store, "write", write)
+
+    async def body() -> None:
+        nonlocal down
+        for i in range(600):  # all acknowledged although nothing reaches the database
+            await writer.record(make_share(i))
+        assert not writer.db_up and writer.outages == 1
+        assert writer.pending == 600 and writer.stats().spool_bytes > 0
+        assert share_count(engine) == 0
+        down = False
+
+    await run_writer(writer, body)
+    assert writer.db_up and share_count(engine) == 600 and set(hash_counts(engine).values()) == {1}
+    assert "database unavailable" in caplog.text and "available again" in caplog.text
+
+
+async def test_blocks_are_recorded_durably(engine: Engine, tmp_path: Path):
+    writer = ShareWriter(engine, tmp_path / "spool")
+    found = BlockRecord(101, "ab" * 32, "00" * 32, ADDRESS, "rig1", 5_000_000_000, "pending", "accepted")
+
+    async def body() -> None:
+        await writer.record(make_share(1, is_block=True))
+        await writer.record_block(found)
+        await writer.drained()
+        await writer.record_block(BlockRecord(**{**found.__dict__, "status": "rejected", "submit_result": "high-hash"}))
+
+    await run_writer(writer, body)
+    with Session(engine) as session:
+        blocks = session.scalars(select(Block)).all()
+        assert [(b.hash, b.status, b.submit_result, b.reward) for b in blocks] == [("ab" * 32, "rejected", "high-hash", 5_000_000_000)]
+        assert blocks[0].worker_id == session.scalar(select(Worker.id).where(Worker.name == "rig1"))
+
+
+@pytest.mark.postgres
+async def test_rows_the_database_refuses_are_quarantined(pg_url: str, tmp_path: Path, caplog):
+    """PostgreSQL enforces column widths: one bad row must not block the others."""
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    try:
+        writer = ShareWriter(engine, tmp_path / "spool", batch_size=100, flush_interval=0.01)
+        bad = make_share(3)
+        bad = type(bad)(**{**bad.__dict__, "job_id": "j" * 40})  # wider than shares.job_id
+
+        async def body() -> None:
+            async with trio.open_nursery() as n:
+                for i in range(50):
+                    n.start_soon(writer.record, bad if i == 3 else make_share(i))
+
+        await run_writer(writer, body)
+        assert share_count(engine) == 49 and writer.quarantined == 1
+        assert (tmp_path / "spool" / QUARANTINE_FILE).exists()
+        assert "quarantine" in caplog.text or "kept in" in caplog.text
+    finally:
+        engine.dispose()
+
+
+def test_timestamps_are_utc(engine: Engine):
+    local = dt.timezone(dt.timedelta(hours=5))
+    ShareStore(engine).write([make_share(1, at=dt.datetime(2025, 6, 1, 12, 0, 0, 999_999, tzinfo=local))])
+    with Session(engine) as session:
+        stored = session.scalar(select(Share.created_at))
+    assert as_utc(stored) == dt.datetime(2025, 6, 1, 7, 0, 0, 999_999, tzinfo=dt.timezone.utc)
+
+
+def test_ids_follow_arrival_order(engine: Engine):
+    """PPLNS windows and compaction read shares.id order as the order shares were accepted."""
+    batch = [make_share(i) for i in range(2000)]  # hashes in random order
+    ShareStore(engine).write(batch)
+    with Session(engine) as session:
+        stored = session.scalars(select(Share.share_hash).order_by(Share.id)).all()
+    assert stored == [s.share_hash for s in batch]
+
+
+def test_copy_text_escapes():
+    from pool.storage.store import copy_text
+
+    assert copy_text([("a\\b", 3, "j\tx\ny", 5, "1/2", "3/4", True, "2025-01-01 00:00:00.000001")]) == (
+        "0\ta\\\\b\t3\tj\\tx\\ny\t5\t1/2\t3/4\tt\t2025-01-01 00:00:00.000001+00\n"
+    )
+
+
+@pytest.mark.postgres
+def test_cli_replays_a_quarantine_file(pg_url: str, tmp_path: Path):
+    from click.testing import CliRunner
+
+    from pool.cli import main
+
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    try:
+        ShareStore(engine).write([make_share(1)])
+        path = tmp_path / QUARANTINE_FILE
+        path.write_bytes(b"".join(frame(encode_entry(make_share(i))) for i in range(3)) + b"\x05\x00")
+        result = CliRunner().invoke(main, ["db", "replay", "--url", pg_url, str(path)])
+        assert result.exit_code == 0, result.output
+        assert "3 record(s), 2 new share row(s), 2 unreadable byte(s)" in result.output
+        assert share_count(engine) == 3
+    finally:
+        engine.dispose()
