@@ -278,6 +278,22 @@ class RunningPool:
     devnet_node: DevnetNode | None = None
 
 
+async def start_node_source(
+    nursery: trio.Nursery, settings: Settings
+) -> tuple[DevnetChain | None, DevnetNode | None, list[NodeEndpoint]]:
+    """The configured nodes, or the embedded devnet started in ``nursery``."""
+    if not settings.uses_devnet:
+        return None, None, settings.node.node_endpoints()
+    d = settings.devnet
+    devnet = DevnetChain(difficulty=d.difficulty, synthetic_txs=d.synthetic_txs)
+    devnet_node = DevnetNode(
+        devnet, host=d.host, port=d.port, rpc_user=d.rpc_user, rpc_password=d.rpc_password,
+        zmq_hashblock=d.zmq_hashblock or None, longpoll_timeout=d.longpoll_timeout,
+    )
+    await nursery.start(devnet_node.run)
+    return devnet, devnet_node, [NodeEndpoint(url=devnet_node.url, zmq_hashblock=devnet_node.zmq_endpoint or "")]
+
+
 async def run_pool(
     settings: Settings,
     *,
@@ -307,18 +323,7 @@ async def run_pool(
         async with trio.open_nursery() as nursery:
             # The spool is open (and a crashed run's segments queued for replay) before any share arrives.
             await nursery.start(writer.run)
-            devnet = devnet_node = None
-            if settings.uses_devnet:
-                d = settings.devnet
-                devnet = DevnetChain(difficulty=d.difficulty, synthetic_txs=d.synthetic_txs)
-                devnet_node = DevnetNode(
-                    devnet, host=d.host, port=d.port, rpc_user=d.rpc_user, rpc_password=d.rpc_password,
-                    zmq_hashblock=d.zmq_hashblock or None, longpoll_timeout=d.longpoll_timeout,
-                )
-                await nursery.start(devnet_node.run)
-                endpoints = [NodeEndpoint(url=devnet_node.url, zmq_hashblock=devnet_node.zmq_endpoint or "")]
-            else:
-                endpoints = settings.node.node_endpoints()
+            devnet, devnet_node, endpoints = await start_node_source(nursery, settings)
             node_url = endpoints[0].url
             nodes = NodePool.from_settings(
                 settings.node, endpoints, client=functools.partial(InstrumentedNodeClient, metrics=metrics)

@@ -71,7 +71,6 @@ from .bitcoin.tx import TxOut
 from .blocks import BlockSubmitter
 from .config import NodeEndpoint, Settings
 from .devnet.chain import DevnetChain
-from .devnet.node import DevnetNode
 from .hardening import StratumCollector, WorkFreshness, graceful_stop
 from .jobs import Job, JobManager
 from .metrics import (
@@ -82,7 +81,7 @@ from .metrics import (
 )
 from .network_stats import NetworkTracker
 from .node import NodePool
-from .service import Pool, freeze_startup_heap
+from .service import Pool, freeze_startup_heap, start_node_source
 from .storage.db import make_engine, try_upgrade, upgrade
 from .storage.writer import ShareWriter
 
@@ -641,18 +640,7 @@ async def run_workers(
         async with trio.open_nursery() as nursery:
             for writer in writers:
                 await nursery.start(writer.run)
-            devnet = devnet_node = None
-            if settings.uses_devnet:
-                d = settings.devnet
-                devnet = DevnetChain(difficulty=d.difficulty, synthetic_txs=d.synthetic_txs)
-                devnet_node = DevnetNode(
-                    devnet, host=d.host, port=d.port, rpc_user=d.rpc_user, rpc_password=d.rpc_password,
-                    zmq_hashblock=d.zmq_hashblock or None, longpoll_timeout=d.longpoll_timeout,
-                )
-                await nursery.start(devnet_node.run)
-                endpoints = [NodeEndpoint(url=devnet_node.url, zmq_hashblock=devnet_node.zmq_endpoint or "")]
-            else:
-                endpoints = settings.node.node_endpoints()
+            devnet, devnet_node, endpoints = await start_node_source(nursery, settings)
             nodes = NodePool.from_settings(
                 settings.node, endpoints, client=functools.partial(InstrumentedNodeClient, metrics=metrics)
             )
