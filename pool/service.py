@@ -11,6 +11,7 @@ import functools
 import gc
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -23,7 +24,6 @@ from stratum.protocol import ProtocolSettings, Share
 from stratum.server import ServerSettings, StratumServer
 
 from .bitcoin.script import AddressError, address_to_script
-from .bitcoin.serialize import internal_to_display
 from .bitcoin.target import difficulty_to_target, hash_difficulty, target_to_difficulty
 from .bitcoin.tx import TxOut
 from .config import NodeEndpoint, Settings
@@ -32,7 +32,7 @@ from .devnet.node import DevnetNode
 from .blocks import BlockSubmitter
 from .jobs import Job, JobManager
 from .shares import Verdict, judge_share
-from .validator import BatchValidator, ValidationFailed, make_checker
+from .validator import BatchValidator, Check, ValidationFailed, make_checker
 from .hardening import StratumCollector, WorkFreshness, graceful_stop
 from .attribution import load_pool_table
 from .metrics import InstrumentedNodeClient, PoolMetrics, SamplerSources, count_subscribed
@@ -71,6 +71,27 @@ def freeze_startup_heap() -> int:
     return gc.get_freeze_count()
 
 
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+_share_targets: dict[tuple[int, int], int] = {}
+
+
+def share_target(difficulty: Fraction) -> int:
+    """The target of a share difficulty: a connection keeps one difficulty for many
+    shares, so the exact division is done once per difficulty, not per share (keyed
+    by the plain integers: hashing a Fraction costs a modular inverse)."""
+    key = (difficulty.numerator, difficulty.denominator)
+    target = _share_targets.get(key)
+    if target is None:
+        if len(_share_targets) >= 4096:
+            _share_targets.clear()
+        target = _share_targets[key] = difficulty_to_target(difficulty)
+    return target
+
+
+@functools.lru_cache(maxsize=65536)
 def split_username(username: str) -> tuple[str, str]:
     """'ADDRESS.worker' -> (ADDRESS, worker); no worker name means 'default'."""
     address, _, worker = username.partition(".")
@@ -160,86 +181,165 @@ class Pool:
         self.metrics.workers_authorized.set(working)
 
     async def _record_share(self, share: Share, job: Job, verdict: Verdict, *, is_block: bool) -> StratumError | None:
-        """Spool the share; `true` may be sent only after this returns None
-        (the share is fsynced; group commit makes that a few ms)."""
+        """Spool one share; `true` may be sent only after this returns None."""
+        return await self._record_many([self._share_record(share, job, verdict.block_hash, is_block, _utcnow())])
+
+    def _share_record(self, share: Share, job: Job, block_hash: bytes, is_block: bool, now: dt.datetime) -> ShareRecord:
         address, worker = split_username(share.worker)
+        return ShareRecord(
+            share_hash=block_hash[::-1].hex(),
+            address=address,
+            worker=worker,
+            job_id=job.job_id,
+            height=job.height,
+            difficulty=share.difficulty,
+            network_difficulty=job_network_difficulty(job.network_target),
+            is_block=is_block,
+            created_at=now,
+        )
+
+    async def _record_many(self, records: list[ShareRecord]) -> StratumError | None:
+        """Spool shares with one fsync wait; all or none are durable (then `true` may go out)."""
         try:
-            await self.writer.record(
-                ShareRecord(
-                    share_hash=internal_to_display(verdict.block_hash),
-                    address=address,
-                    worker=worker,
-                    job_id=job.job_id,
-                    height=job.height,
-                    difficulty=share.difficulty,
-                    network_difficulty=job_network_difficulty(job.network_target),
-                    is_block=is_block,
-                    created_at=dt.datetime.now(dt.timezone.utc),
-                )
-            )
+            record_many = getattr(self.writer, "record_many", None)  # TEMP until the writer has it
+            if record_many is not None:
+                await record_many(records)
+            else:
+                async with trio.open_nursery() as nursery:
+                    for r in records:
+                        nursery.start_soon(self.writer.record, r)
         except SpoolFull:
-            self.share_rejected(share.worker, STORAGE_FULL)
+            self.metrics.shares_rejected.labels(STORAGE_FULL.reason).inc(len(records))
             return STORAGE_FULL
         except SpoolError as exc:
-            log.error("share from %s not recorded: %s", share.worker, exc)
-            self.share_rejected(share.worker, STORAGE_FAILED)
+            log.error("%d share(s) not recorded: %s", len(records), exc)
+            self.metrics.shares_rejected.labels(STORAGE_FAILED.reason).inc(len(records))
             return STORAGE_FAILED
         return None
 
     async def submit_share(self, share: Share) -> StratumError | None:
-        job = self.jobs.get(share.job.job_id)
-        if job is None:
-            self.share_rejected(share.worker, errors.UNKNOWN_JOB)
-            return errors.UNKNOWN_JOB
+        (error,) = await self.submit_shares([share])
+        return error
+
+    async def submit_shares(self, shares: Sequence[Share]) -> list[StratumError | None]:
+        """Judge shares that arrived together: one checker wait and one spool wait for all.
+
+        The verdict per share is as for a share alone; only the waiting is shared.
+        A share that solves a block takes its own path (scalar re-check, block
+        submission alongside its spooling).
+        """
+        results: list[StratumError | None] = [None] * len(shares)
+        jobs: list[Job | None] = []
+        submits = []
+        checked: list[int] = []
+        for i, share in enumerate(shares):
+            job = self.jobs.get(share.job.job_id)
+            jobs.append(job)
+            if job is None:
+                results[i] = self._refuse(share, errors.UNKNOWN_JOB)
+                continue
+            submits.append((
+                job.job_id, share.extranonce1, share.extranonce2, share.ntime, share.nonce,
+                share.version_bits, share.version_mask, share_target(share.difficulty),
+            ))
+            checked.append(i)
+        if not submits:
+            return results
         started = time.perf_counter()
         try:
-            check = await self.validator.check(
-                job.job_id, share.extranonce1, share.extranonce2, share.ntime, share.nonce,
-                share.version_bits, share.version_mask, difficulty_to_target(share.difficulty),
-            )
-        except (KeyError, ValidationFailed) as exc:
-            log.error("share from %s on job %s not judged: %s", share.worker, job.job_id, exc)
-            self.share_rejected(share.worker, errors.NODE_UNAVAILABLE)
-            return errors.NODE_UNAVAILABLE
+            checks = await self.validator.check_many(submits)
+        except ValidationFailed as exc:
+            log.error("%d share(s) not judged: %s", len(submits), exc)
+            for i in checked:
+                results[i] = self._refuse(shares[i], errors.NODE_UNAVAILABLE)
+            return results
         self.metrics.share_validation_seconds.observe(time.perf_counter() - started)
-        verdict = Verdict(check.block_hash, check.hash_value, b"")
-        is_block = check.meets_network
-        if is_block:
-            # Rare: rebuild through the scalar reference, which also gives the header.
-            verdict = judge_share(job, share)
-            if verdict.block_hash != check.block_hash:
-                log.error("checker and scalar reference disagree on job %s; trusting the reference", job.job_id)
-            address, worker = split_username(share.worker)
-            # The winning share goes into the spool while the block goes out, so it is
-            # durable no later than the block is known (the block is not delayed by it).
+        now = _utcnow()
+        records: list[ShareRecord] = []
+        recorded: list[int] = []
+        blocks: list[tuple[int, Check]] = []
+        refused: StratumError | None = None
+        for i, check in zip(checked, checks):
+            share = shares[i]
+            if check is None:  # the job left the validator's window meanwhile
+                results[i] = self._refuse(share, errors.UNKNOWN_JOB)
+            elif check.meets_network:
+                blocks.append((i, check))
+            elif share.stale:
+                results[i] = self._refuse(share, errors.STALE_JOB)
+            elif not check.meets_share:
+                results[i] = self._refuse(share, errors.LOW_DIFFICULTY)
+            else:
+                job = jobs[i]
+                assert job is not None
+                records.append(self._share_record(share, job, check.block_hash, False, now))
+                recorded.append(i)
+        if blocks:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(
-                    self.submitter.submit, job, verdict, share.extranonce1 + share.extranonce2, share.ntime, share.nonce, address, worker
-                )
-                refused = await self._record_share(share, job, verdict, is_block=True)
-            self.jobs.wake()
+                for i, check in blocks:
+                    nursery.start_soon(self._block_share, shares[i], jobs[i], check, results, i)
+                if records:
+                    refused = await self._record_many(records)
+        elif records:
+            refused = await self._record_many(records)
+        if records:
             if refused is not None:
-                return refused
-        if share.stale and not is_block:
-            self.share_rejected(share.worker, errors.STALE_JOB)
-            return errors.STALE_JOB
-        if not check.meets_share:
-            self.share_rejected(share.worker, errors.LOW_DIFFICULTY)
-            return errors.LOW_DIFFICULTY
-        if not is_block:
-            refused = await self._record_share(share, job, verdict, is_block=False)
-            if refused is not None:
-                return refused
-        address, worker = split_username(share.worker)
-        self.metrics.shares_accepted.inc()
-        self.metrics.accepted_difficulty.inc(float(share.difficulty))
-        self.metrics.share_accepted(address, worker, share.difficulty, job_network_difficulty(job.network_target), is_block=is_block)
+                for i in recorded:
+                    results[i] = refused
+            else:
+                by_index = dict(zip(checked, checks))
+                self._accepted([(shares[i], jobs[i]) for i in recorded], [by_index[i] for i in recorded])
+        return results
+
+    def _refuse(self, share: Share, error: StratumError) -> StratumError:
+        self.share_rejected(share.worker, error)
+        return error
+
+    def _accepted(self, shares: list[tuple[Share, Job | None]], checks: list[Check | None], *, is_block: bool = False) -> None:
+        metrics = self.metrics
+        metrics.shares_accepted.inc(len(shares))
+        total = 0.0
+        at = time.monotonic()
+        best = self._best_hash
+        for (share, job), check in zip(shares, checks):
+            assert job is not None and check is not None
+            address, worker = split_username(share.worker)
+            total += float(share.difficulty)
+            metrics.share_accepted(
+                address, worker, share.difficulty, job_network_difficulty(job.network_target), is_block=is_block, now=at
+            )
+            if check.hash_value < best:
+                best = check.hash_value
+        metrics.accepted_difficulty.inc(total)
         # (stope_db_queue_depth is sampled by run_sampler, not set per share.)
-        if verdict.hash_value < self._best_hash:
-            self._best_hash = verdict.hash_value
-            self.best_share = hash_difficulty(verdict.hash_value)
-            self.metrics.best_share_difficulty.set(float(self.best_share))
-        return None
+        if best < self._best_hash:
+            self._best_hash = best
+            self.best_share = hash_difficulty(best)
+            metrics.best_share_difficulty.set(float(self.best_share))
+
+    async def _block_share(self, share: Share, job: Job | None, check: Check, results: list[StratumError | None], i: int) -> None:
+        """A share that solves a block: submitted to the nodes while it is spooled."""
+        assert job is not None
+        # Rare: rebuild through the scalar reference, which also gives the header.
+        verdict = judge_share(job, share)
+        if verdict.block_hash != check.block_hash:
+            log.error("checker and scalar reference disagree on job %s; trusting the reference", job.job_id)
+        address, worker = split_username(share.worker)
+        # The winning share goes into the spool while the block goes out, so it is
+        # durable no later than the block is known (the block is not delayed by it).
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                self.submitter.submit, job, verdict, share.extranonce1 + share.extranonce2, share.ntime, share.nonce, address, worker
+            )
+            refused = await self._record_share(share, job, verdict, is_block=True)
+        self.jobs.wake()
+        if refused is not None:
+            results[i] = refused
+            return
+        if not check.meets_share:  # a block, but below this worker's own difficulty
+            results[i] = self._refuse(share, errors.LOW_DIFFICULTY)
+            return
+        self._accepted([(share, job)], [Check(verdict.block_hash, verdict.hash_value, True, True)], is_block=True)
 
 def _start_metrics_tasks(nursery: trio.Nursery, settings: Settings, pool: Pool, metrics: PoolMetrics) -> None:
     """Gauge sampler, node status poll and (with a pools file) the network concentration tracker."""

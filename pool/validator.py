@@ -1,28 +1,31 @@
 """Batches share checks across all connections.
 
-Submissions from every connection wait here for at most a short deadline
-(default 2 ms) or until the batch is full, then the whole batch goes through
-the checker in one call: one compiled kernel call for a flood, the scalar
-path for a trickle. Per-job checker data is prepared once, when the job is
-made, never per share.
+Submissions wait here for at most a short deadline (default 2 ms) or until
+the batch is full, then the whole batch goes through the checker in one
+call: one compiled kernel call for a flood, the scalar path for a trickle.
+Callers hand over many shares at once (``check_many``: the Stratum server
+gives the pool every share that arrived in one scheduler pass), and each
+call waits on one event however many shares it brought, so the event loop
+does per-batch work, not per-share work. Per-job checker data is prepared
+once, when the job is made, never per share.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import trio
 
-from .bitcoin.serialize import hash_to_int
 from .checker import Checker, CheckerJob, Share as CheckerShare, ShareBatch
 from .jobs import Job
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Check:
     """The checker's answer for one share."""
 
@@ -36,13 +39,16 @@ class ValidationFailed(Exception):
     """The checker raised on a batch; the shares in it could not be judged."""
 
 
-@dataclass
-class _Pending:
-    job: CheckerJob
-    share: CheckerShare
-    done: trio.Event = field(default_factory=trio.Event)
-    result: Check | None = None
-    error: str | None = None
+class _Ticket:
+    """One ``check_many`` call: woken once every one of its shares is judged."""
+
+    __slots__ = ("done", "error", "remaining", "results")
+
+    def __init__(self, n: int) -> None:
+        self.results: list[Check | None] = [None] * n
+        self.remaining = n
+        self.error: str | None = None
+        self.done = trio.Event()
 
 
 class BatchValidator:
@@ -52,7 +58,8 @@ class BatchValidator:
         self.deadline = deadline
         self._jobs: OrderedDict[str, CheckerJob] = OrderedDict()
         self._keep_jobs = keep_jobs
-        self._queue: list[_Pending] = []
+        # Queued shares: (ticket, index in the ticket, job, share).
+        self._queue: list[tuple[_Ticket, int, CheckerJob, CheckerShare]] = []
         self._arrived = trio.Event()
         self._full = trio.Event()
         self.batches = 0
@@ -66,26 +73,49 @@ class BatchValidator:
         while len(self._jobs) > self._keep_jobs:
             self._jobs.popitem(last=False)
 
+    def knows(self, job_id: str) -> bool:
+        return job_id in self._jobs
+
     async def check(self, job_id: str, extranonce1: bytes, extranonce2: bytes, ntime: int, nonce: int,
                     version_bits: int, mask: int, share_target: int) -> Check:
-        job = self._jobs.get(job_id)
-        if job is None:
+        """One share (see ``check_many``); raises KeyError for a job it does not know."""
+        if job_id not in self._jobs:
             raise KeyError(job_id)
-        item = _Pending(job, CheckerShare(0, extranonce1, extranonce2, ntime, nonce, version_bits, mask, share_target))
-        self._queue.append(item)
+        (result,) = await self.check_many([(job_id, extranonce1, extranonce2, ntime, nonce, version_bits, mask, share_target)])
+        if result is None:
+            raise KeyError(job_id)
+        return result
+
+    async def check_many(self, submits: Sequence[tuple[str, bytes, bytes, int, int, int, int, int]]) -> list[Check | None]:
+        """Judge many shares with one wait; None for a share whose job is unknown here.
+
+        Raises ``ValidationFailed`` if the checker failed on a batch holding any of them.
+        """
+        ticket = _Ticket(len(submits))
+        jobs = self._jobs
+        queue = self._queue
+        for i, (job_id, e1, e2, ntime, nonce, bits, mask, target) in enumerate(submits):
+            job = jobs.get(job_id)
+            if job is None:
+                ticket.remaining -= 1
+                continue
+            queue.append((ticket, i, job, CheckerShare(0, e1, e2, ntime, nonce, bits, mask, target)))
+        if ticket.remaining == 0:
+            return ticket.results
         self._arrived.set()
-        if len(self._queue) >= self.max_batch:
+        if len(queue) >= self.max_batch:
             self._full.set()
-        await item.done.wait()
-        if item.result is None:
-            raise ValidationFailed(item.error or "share not judged")
-        return item.result
+        await ticket.done.wait()
+        if ticket.error is not None:
+            raise ValidationFailed(ticket.error)
+        return ticket.results
 
     async def run(self) -> None:
         while True:
             await self._arrived.wait()
-            with trio.move_on_after(self.deadline):
-                await self._full.wait()
+            if len(self._queue) < self.max_batch:
+                with trio.move_on_after(self.deadline):
+                    await self._full.wait()
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             self._arrived = trio.Event()
             self._full = trio.Event()
@@ -95,25 +125,39 @@ class BatchValidator:
                     self._full.set()
             await self._flush(batch)
 
-    async def _flush(self, batch: list[_Pending]) -> None:
-        jobs = list({id(p.job): p.job for p in batch}.values())
-        index = {id(job): i for i, job in enumerate(jobs)}
-        packed = ShareBatch.from_shares(p.share._replace(job_index=index[id(p.job)]) for p in batch)
+    async def _flush(self, batch: list[tuple[_Ticket, int, CheckerJob, CheckerShare]]) -> None:
+        index: dict[int, int] = {}
+        jobs: list[CheckerJob] = []
+        shares: list[CheckerShare] = []
+        for _ticket, _i, job, share in batch:
+            k = index.get(id(job))
+            if k is None:
+                k = index[id(job)] = len(jobs)
+                jobs.append(job)
+            shares.append(share._replace(job_index=k) if k else share)
         try:
+            packed = ShareBatch.from_shares(shares)
             if len(batch) < self.checker.min_vector_batch:
                 result = self.checker.check(packed, jobs)  # a few scalar hashes: cheaper than a thread hop
             else:
                 result = await trio.to_thread.run_sync(self.checker.check, packed, jobs)
         except Exception as exc:  # noqa: BLE001 - a checker bug must fail these shares, not the pool
             log.exception("checker failed on a batch of %d shares", len(batch))
-            for pending in batch:
-                pending.error = repr(exc)
-                pending.done.set()
+            for ticket, _i, _job, _share in batch:
+                ticket.error = repr(exc)
+                ticket.remaining -= 1
+                if ticket.remaining == 0:
+                    ticket.done.set()
             return
-        for i, pending in enumerate(batch):
-            raw = bytes(result.block_hash[i])
-            pending.result = Check(raw, hash_to_int(raw), bool(result.meets_share[i]), bool(result.meets_network[i]))
-            pending.done.set()
+        hashes = result.block_hash.tobytes()
+        values = result.hash_values()
+        meets_share = result.meets_share.tolist()
+        meets_network = result.meets_network.tolist()
+        for k, (ticket, i, _job, _share) in enumerate(batch):
+            ticket.results[i] = Check(hashes[32 * k : 32 * k + 32], values[k], meets_share[k], meets_network[k])
+            ticket.remaining -= 1
+            if ticket.remaining == 0:
+                ticket.done.set()
         self.batches += 1
         self.checked += len(batch)
 
@@ -122,4 +166,4 @@ def make_checker(backend: str, threads: int) -> Checker:
     return Checker(backend=backend, threads=threads)  # type: ignore[arg-type]
 
 
-__all__ = ["BatchValidator", "Check", "make_checker"]
+__all__ = ["BatchValidator", "Check", "ValidationFailed", "make_checker"]

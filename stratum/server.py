@@ -6,11 +6,15 @@ Hostile input and abuse are bounded by ``limits.py`` and ``bans.py``.
 
 **One task per connection.** Each connection has exactly one task, its
 reader: it feeds complete lines to the state machine and acts on the events.
-Every share is judged in a task of its own (so several submits of one
-connection are judged at once; replies carry the request id and Stratum
-needs no ordering), and those tasks outlive a dropped socket: a share the
+Shares are judged in batches, not one task each: the reader queues every
+share it reads, and one batch task, run in the scheduler's next pass, hands
+all the shares every connection read in this pass to the backend at once
+(``submit_shares``: one checker wait, one spool fsync wait for the lot) and
+answers each connection in one send. Replies carry the request id, so
+Stratum needs no ordering. Batch tasks outlive a dropped socket: a share the
 miner sent is still judged and recorded, and a block found in it is still
-submitted.
+submitted. The replies to one read's other lines are corked the same way:
+one ``send`` per connection per read, not one per line.
 
 **Writes are synchronous.** Nothing is ever queued for a writer task: bytes
 go straight to the kernel with a non-blocking ``send`` on the socket. Only
@@ -34,6 +38,7 @@ itself, so it can refuse (close) a connection before spending a task on it.
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import socket
 import ssl
@@ -91,7 +96,11 @@ class PoolBackend(Protocol):
         """Accept or refuse a worker name; the message explains a refusal."""
 
     async def submit_share(self, share: Share) -> StratumError | None:
-        """Judge a share; None means accepted (and durably recorded)."""
+        """Judge a share; None means accepted (and durably recorded).
+
+        A backend may also define ``async submit_shares(shares) -> list[StratumError | None]``
+        (verdicts in order); the server then hands it whole batches.
+        """
 
     def share_rejected(self, worker: str | None, error: StratumError) -> None:
         """A share the protocol refused before it reached the pool."""
@@ -153,6 +162,7 @@ class ClientSession:
     __slots__ = (
         "bucket",
         "closing",
+        "cork",
         "connected_at",
         "counted_working",
         "expects_proxy",
@@ -170,7 +180,7 @@ class ClientSession:
         "pending",
         "port",
         "proto",
-        "read_scope",
+        "reading",
         "scope",
         "sock",
         "stop_requested",
@@ -194,13 +204,16 @@ class ClientSession:
         self.flush_done: trio.Event | None = None
         self.failure = ""
         self.closing = False
-        # Two cancel scopes per connection, nothing else nested: ``scope`` is
-        # cancelled to drop the connection at once; ``read_scope`` carries the
-        # handshake/idle deadline and is cancelled to stop reading gracefully
-        # (then what is in flight is still answered).
+        # One cancel scope at a time per connection: while reading it carries the
+        # handshake/idle deadline; cancelling it with ``closing`` set drops the
+        # connection at once, with ``stop_requested`` set stops reading
+        # gracefully (what is in flight is still answered, under a new scope).
         self.scope = trio.CancelScope()
-        self.read_scope = trio.CancelScope()
+        self.reading = True
         self.stop_requested = False
+        #: Output held back while the reader handles one read's lines, or while
+        #: a share batch answers: sent as one ``send`` (None: not corked).
+        self.cork: list[bytes] | None = None
         #: The server-wide nursery (flush tasks run there, only while needed).
         self.nursery: trio.Nursery | None = None
         self.inflight = 0
@@ -215,9 +228,12 @@ class ClientSession:
 
     # --- output -----------------------------------------------------------------
     def write(self, data: bytes) -> bool:
-        """Hand bytes to the kernel now; False if the connection cannot take them (drop it)."""
+        """Hand bytes to the kernel now (or to the cork); False if the connection cannot take them (drop it)."""
         if self.closing:
             return False
+        if self.cork is not None:
+            self.cork.append(data)
+            return True
         if self.tls is not None:
             try:
                 data = self.tls.encrypt(data)
@@ -225,6 +241,13 @@ class ClientSession:
                 self.failure = str(exc)
                 return False
         return self.write_raw(data)
+
+    def uncork(self) -> bool:
+        """Send what the cork holds, in one write; False if the connection cannot take it."""
+        held, self.cork = self.cork, None
+        if not held:
+            return True
+        return self.write(held[0] if len(held) == 1 else b"".join(held))
 
     def write_raw(self, data: bytes) -> bool:
         """Bytes as they go on the wire (already encrypted for TLS)."""
@@ -243,6 +266,11 @@ class ClientSession:
             return False
         if sent == len(data):
             return True
+        return self.hold(data, sent)
+
+    def hold(self, data: bytes, sent: int) -> bool:
+        """The kernel took ``sent`` bytes of ``data``: keep the rest for the flush task
+        (False, a slow reader, if that would pass the cap)."""
         if len(data) - sent > self.max_pending:
             self.failure = "slow reader: send buffer full"
             return False
@@ -306,17 +334,25 @@ class ClientSession:
 
 
 async def _recv(sock: socket.socket) -> bytes:
-    """Bytes from a non-blocking socket; b"" at EOF or on a connection error."""
+    """Bytes from a non-blocking socket; b"" at EOF or on a connection error.
+
+    Waits outside the ``except`` block, so an idle connection does not keep a
+    ``BlockingIOError`` and its traceback alive (~700 B each).
+    """
+    waited = False
     while True:
         try:
             data = sock.recv(_RECV_SIZE)
         except BlockingIOError:
-            await trio.lowlevel.wait_readable(sock)
-            continue
+            data = None
         except OSError:
             return b""
-        await trio.lowlevel.checkpoint()  # a client that always has data must not starve the others
-        return data
+        if data is not None:
+            if not waited:  # a client that always has data must not starve the others
+                await trio.lowlevel.checkpoint()
+            return data
+        await trio.lowlevel.wait_readable(sock)
+        waited = True
 
 
 def open_listeners(host: str, port: int, *, backlog: int = 4096, reuse_port: bool = False) -> list[socket.socket]:
@@ -389,29 +425,61 @@ class StratumServer:
         self._accepting = True
         self._service_scope: trio.CancelScope | None = None
         self._trusted = parse_networks(self.settings.proxy.trusted)
+        # Shares read but not yet handed to the backend, and whether a batch task
+        # is already scheduled to take them.
+        self._share_queue: list[tuple[ClientSession, object, Share]] = []
+        self._batch_scheduled = False
 
     # --- work -------------------------------------------------------------------
     def broadcast(self, job: StratumJob) -> BroadcastResult:
-        """Announce a job to every working connection, writing to each socket now."""
+        """Announce a job to every working connection, writing to each socket now.
+
+        The cyclic garbage collector is held off for the loop: a full collection
+        over thousands of sessions costs hundreds of milliseconds, and it should
+        land after every miner has its notify, not in the middle.
+        """
         self.jobs.add(job)
         now = _now()
         started = time.perf_counter()
         sent = buffered = dropped = 0
         network = self.network_difficulty
-        for session in self.sessions:
-            if session.closing:
-                continue
-            assert session.proto is not None
-            data = session.proto.job_notification(job, now, network)
-            if data is None:
-                continue
-            if self._send(session, data):
-                if session.pending:
-                    buffered += 1
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for session in self.sessions:
+                if session.closing:
+                    continue
+                data = session.proto.job_notification(job, now, network)  # type: ignore[union-attr]
+                if data is None:
+                    continue
+                if session.cork is None and session.tls is None and not session.pending:
+                    # The common case, inlined: one non-blocking send of the shared bytes.
+                    try:
+                        n = session.sock.send(data)
+                    except BlockingIOError:
+                        n = 0
+                    except OSError as exc:
+                        self._drop(session, f"send failed: {exc}")
+                        dropped += 1
+                        continue
+                    if n == len(data):
+                        sent += 1
+                    elif session.hold(data, n):
+                        buffered += 1
+                    else:
+                        self._drop(session, session.failure)
+                        dropped += 1
+                    continue
+                if self._send(session, data):
+                    if session.pending:
+                        buffered += 1
+                    else:
+                        sent += 1
                 else:
-                    sent += 1
-            else:
-                dropped += 1
+                    dropped += 1
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         result = BroadcastResult(sent, buffered, dropped, time.perf_counter() - started)
         for listener in self.on_broadcast:
             listener(job, result)
@@ -451,6 +519,14 @@ class StratumServer:
 
     def _send(self, session: ClientSession, data: bytes) -> bool:
         if session.write(data):
+            return True
+        if not session.closing:
+            self._drop(session, session.failure or "connection cannot take more output")
+        return False
+
+    def _uncork(self, session: ClientSession) -> bool:
+        """Send what the session's cork holds (before any real wait, and when done)."""
+        if session.uncork():
             return True
         if not session.closing:
             self._drop(session, session.failure or "connection cannot take more output")
@@ -543,7 +619,8 @@ class StratumServer:
                 await self._changed.wait()
         for session in list(self._open):
             session.stop_requested = True
-            session.read_scope.cancel()
+            if session.reading:
+                session.scope.cancel()
         with trio.move_on_after(timeout):
             while self._tasks:
                 await self._changed.wait()
@@ -674,11 +751,20 @@ class StratumServer:
     async def _serve_connection(self, session: ClientSession) -> None:
         """Serve one miner until it disconnects or is dropped (its only task)."""
         try:
-            with session.scope:
-                await self._read(session)
+            # Reading, under the one cancel scope (frames are inlined rather than
+            # nested: every coroutine frame an idle connection parks in costs memory).
+            scope = session.scope
+            with scope:
+                scope.deadline = self._deadline(session)
+                await self._read_lines(session)
+            session.reading = False
+            if scope.cancelled_caught and not session.stop_requested and not session.closing:
+                self._timed_out(session, "idle" if session.proto is not None and session.proto.working else "handshake")
+            if not session.closing:
                 # Done reading (EOF, protocol close, timeout, shutdown): answer the
                 # shares already read and flush what is queued, then close.
-                with trio.move_on_after(self.limits.flush_timeout):
+                session.scope = trio.CancelScope(deadline=trio.current_time() + self.limits.flush_timeout)
+                with session.scope:
                     await session.wait_inflight_below(1)
                     await session.flushed()
         except Exception:
@@ -760,16 +846,8 @@ class StratumServer:
             return session.connected_at + self.limits.handshake_timeout
         return session.last_line + self.limits.idle_timeout
 
-    async def _read(self, session: ClientSession) -> None:
-        scope = session.read_scope
-        with scope:
-            scope.deadline = self._deadline(session)
-            await self._read_lines(session)
-        if scope.cancelled_caught and not session.stop_requested:
-            self._timed_out(session, "idle" if session.proto is not None and session.proto.working else "handshake")
-
     async def _read_lines(self, session: ClientSession) -> None:
-        """Prelude, then lines until EOF or a reason to close (under ``read_scope``'s deadline)."""
+        """Prelude, then lines until EOF or a reason to close (under ``session.scope``'s deadline)."""
         data = await self._prelude(session)
         if data is None:
             return
@@ -779,28 +857,37 @@ class StratumServer:
         self._by_proto[proto] = session
         self._counts()
         buffer = LineBuffer(self.limits.max_line)
+        sock = session.sock
         closed = False
         while True:
-            if data:
-                try:
-                    lines = buffer.feed(data)
-                except LineTooLong as exc:
-                    self.stats["closed-line-too-long"] += 1
-                    log.info("closing %s: %s", session.peer, exc)
-                    if self.abuse.junk(session.host, trio.current_time(), LINE_TOO_LONG_WEIGHT):
-                        self._ban(session.host, "junk")
-                    return
-                for line in lines:
-                    if not await self._line(session, line):
-                        return
+            if data and not await self._lines(session, buffer, data):
+                return
             if closed:
                 return
             # Complete lines are activity; bytes without a newline are not (slowloris).
-            session.read_scope.deadline = self._deadline(session)
+            # Moving a deadline re-sorts trio's deadline heap: skip moves of under a
+            # second (the timeouts are minutes), but always honour a nearer one.
+            deadline = self._deadline(session)
+            current = session.scope.deadline
+            if deadline < current or deadline - current > 1.0:
+                session.scope.deadline = deadline
             data = raw = b""  # hold no buffer while the connection idles
-            raw = await _recv(session.sock)
+            # _recv, inlined: one coroutine frame fewer per idle connection.
+            waited = False
+            while True:
+                try:
+                    raw = sock.recv(_RECV_SIZE)
+                    break
+                except BlockingIOError:
+                    pass  # wait outside the except block: the exception must not live on
+                except OSError:
+                    break
+                await trio.lowlevel.wait_readable(sock)
+                waited = True
             if not raw:
                 return
+            if not waited:  # a client that always has data must not starve the others
+                await trio.lowlevel.checkpoint()
             if session.tls is None:
                 data = raw
                 continue
@@ -812,6 +899,23 @@ class StratumServer:
                 return
             if out and not self._send_raw(session, out):
                 return
+
+    async def _lines(self, session: ClientSession, buffer: LineBuffer, data: bytes) -> bool:
+        """The complete lines in ``data``, replies corked into one send; False to close."""
+        try:
+            lines = buffer.feed(data)
+        except LineTooLong as exc:
+            self.stats["closed-line-too-long"] += 1
+            log.info("closing %s: %s", session.peer, exc)
+            if self.abuse.junk(session.host, trio.current_time(), LINE_TOO_LONG_WEIGHT):
+                self._ban(session.host, "junk")
+            return False
+        session.cork = []
+        for line in lines:
+            if not await self._line(session, line):
+                self._uncork(session)  # e.g. the error reply before a close
+                return False
+        return self._uncork(session)
 
     def _send_raw(self, session: ClientSession, data: bytes) -> bool:
         if session.write_raw(data):
@@ -835,7 +939,10 @@ class StratumServer:
             # Over the message rate: stop reading this connection for a while
             # (TCP back-pressure reaches the sender; nobody else waits).
             self.stats["throttled"] += 1
+            if not self._uncork(session):
+                return False
             await trio.sleep(wait)
+            session.cork = []
             now = trio.current_time()
         session.last_line = now
         bad = proto.bad_lines
@@ -858,6 +965,8 @@ class StratumServer:
                 if not self._send(session, event.data):
                     return False
             elif isinstance(event, AuthorizeRequested):
+                if not self._uncork(session):
+                    return False
                 ok, message = await self.backend.authorize(event.username, event.password)
                 if not ok:
                     # Back-off: each recent refusal from this address doubles the wait.
@@ -865,19 +974,20 @@ class StratumServer:
                     if delay > 0:
                         self.stats["auth-backoff"] += 1
                         await trio.sleep(delay)
+                session.cork = []
                 pending[:0] = proto.authorize_result(event.request_id, event.username, ok, message, trio.current_time())
             elif isinstance(event, ShareSubmitted):
-                await session.wait_inflight_below(self.limits.max_pending_requests)
+                if session.inflight >= self.limits.max_pending_requests:
+                    if not self._uncork(session):
+                        return False
+                    await session.wait_inflight_below(self.limits.max_pending_requests)
+                    session.cork = []
                 share = event.share
                 if self.work_outdated and not share.stale:
                     share = replace(share, stale=True)
                     self.stats["shares-on-outdated-work"] += 1
-                # Judged in the server-wide nursery: the verdict (and a block in
-                # the share) outlives the connection if the miner hangs up.
-                assert session.nursery is not None
                 session.inflight += 1
-                self._tasks += 1
-                session.nursery.start_soon(self._judge, session, event.request_id, share)
+                self._queue_share(session, event.request_id, share)
             elif isinstance(event, ShareRejected):
                 self.backend.share_rejected(event.worker, event.error)
                 if self.abuse.share(session.host, False, event.error.reason, trio.current_time()):
@@ -892,23 +1002,74 @@ class StratumServer:
                 return False
         return True
 
-    async def _judge(self, session: ClientSession, request_id: object, share: Share) -> None:
-        """One share's verdict, in the server-wide nursery (so it must never raise)."""
+    def _queue_share(self, session: ClientSession, request_id: object, share: Share) -> None:
+        """Queue a share for the next batch; the first share of a batch schedules its task.
+
+        The task runs in the scheduler's next pass, so it takes every share
+        that every connection read in this one: the backend sees them as one
+        batch (one checker wait, one spool fsync wait) and each connection gets
+        its answers in one send. Batches run concurrently, so a slow batch (a
+        block being submitted) does not hold up the next.
+        """
+        self._share_queue.append((session, request_id, share))
+        if not self._batch_scheduled:
+            self._batch_scheduled = True
+            # In the server-wide nursery: the verdict (and a block in the share)
+            # outlives the connection if the miner hangs up.
+            assert session.nursery is not None
+            self._tasks += 1
+            session.nursery.start_soon(self._judge_batch)
+
+    async def _judge_batch(self) -> None:
+        """Judge and answer every queued share (a task per batch, so it must never raise)."""
+        self._batch_scheduled = False
+        batch, self._share_queue = self._share_queue, []
         try:
+            shares = [share for _session, _rid, share in batch]
             try:
-                error = await self.backend.submit_share(share)
+                verdicts = await self._judge_shares(shares)
             except Exception:
-                log.exception("judging a share from %s failed", session.peer)
-                error = errors.INTERNAL_ERROR
-            finally:
-                session.share_done()
+                log.exception("judging a batch of %d share(s) failed", len(batch))
+                verdicts = [errors.INTERNAL_ERROR] * len(batch)
             now = trio.current_time()
-            if self.abuse.share(session.host, error is None, None if error is None else error.reason, now):
-                self._ban(session.host, "invalid-shares")
-            assert session.proto is not None
-            self._deliver(session, session.proto.share_result(request_id, share, error, now))
+            corked: list[ClientSession] = []
+            for (session, request_id, share), error in zip(batch, verdicts):
+                session.share_done()
+                if self.abuse.share(session.host, error is None, None if error is None else error.reason, now):
+                    self._ban(session.host, "invalid-shares")
+                if session.closing or session.proto is None:
+                    continue
+                if session.cork is None:
+                    session.cork = []
+                    corked.append(session)
+                for event in session.proto.share_result(request_id, share, error, now):
+                    if isinstance(event, Send):
+                        session.cork.append(event.data)
+            for session in corked:
+                self._uncork(session)
         except Exception:
-            log.exception("answering a share from %s failed", session.peer)
+            log.exception("answering a batch of %d share(s) failed", len(batch))
         finally:
             self._tasks -= 1
             self._notify_changed()
+
+    async def _judge_shares(self, shares: list[Share]) -> list[StratumError | None]:
+        """The backend's verdicts: ``submit_shares`` if it has it, else ``submit_share`` for each, at once."""
+        submit_many = getattr(self.backend, "submit_shares", None)
+        if submit_many is not None:
+            verdicts = list(await submit_many(shares))
+            if len(verdicts) != len(shares):
+                raise RuntimeError(f"backend answered {len(verdicts)} of {len(shares)} shares")
+            return verdicts
+        verdicts: list[StratumError | None] = [errors.INTERNAL_ERROR] * len(shares)
+
+        async def one(i: int, share: Share) -> None:
+            try:
+                verdicts[i] = await self.backend.submit_share(share)
+            except Exception:
+                log.exception("judging a share from %s failed", share.worker)
+
+        async with trio.open_nursery() as nursery:
+            for i, share in enumerate(shares):
+                nursery.start_soon(one, i, share)
+        return verdicts

@@ -163,35 +163,49 @@ class ShareBatch:
 
     @classmethod
     def from_shares(cls, shares: Iterable[Share]) -> ShareBatch:
-        """Pack Python shares; per-share lengths are recorded only when sizes differ."""
+        """Pack Python shares; per-share lengths are recorded only when sizes differ.
+
+        The usual batch (every share with the same extranonce widths, a few
+        distinct targets) is packed with one ``frombuffer`` per column rather
+        than per-row NumPy calls: this runs on the event loop for every batch.
+        """
         rows = list(shares)
         n = len(rows)
-        w1 = max((len(s.extranonce1) for s in rows), default=0)
-        w2 = max((len(s.extranonce2) for s in rows), default=0)
-        en1 = np.zeros((n, w1), dtype=np.uint8)
-        en2 = np.zeros((n, w2), dtype=np.uint8)
-        l1 = np.zeros(n, dtype=np.uint8)
-        l2 = np.zeros(n, dtype=np.uint8)
-        for i, s in enumerate(rows):
-            en1[i, : len(s.extranonce1)] = np.frombuffer(s.extranonce1, dtype=np.uint8)
-            en2[i, : len(s.extranonce2)] = np.frombuffer(s.extranonce2, dtype=np.uint8)
-            l1[i] = len(s.extranonce1)
-            l2[i] = len(s.extranonce2)
-        targets = np.zeros((n, 8), dtype=np.uint32)
-        for i, s in enumerate(rows):
-            targets[i] = target_words(s.share_target)
+        e1s = [s.extranonce1 for s in rows]
+        e2s = [s.extranonce2 for s in rows]
+        l1 = [len(e) for e in e1s]
+        l2 = [len(e) for e in e2s]
+        w1 = max(l1, default=0)
+        w2 = max(l2, default=0)
+        uniform1 = all(x == w1 for x in l1)
+        uniform2 = all(x == w2 for x in l2)
+        words: dict[int, bytes] = {}
+        target_rows = []
+        for s in rows:
+            row = words.get(s.share_target)
+            if row is None:
+                row = words[s.share_target] = target_words(s.share_target).tobytes()
+            target_rows.append(row)
+        targets = np.frombuffer(b"".join(target_rows), dtype=np.uint32).reshape(n, 8).copy()
         return cls(
             job_index=np.array([s.job_index for s in rows], dtype=np.int32),
-            extranonce1=en1,
-            extranonce2=en2,
+            extranonce1=_pack(e1s, n, w1, uniform1),
+            extranonce2=_pack(e2s, n, w2, uniform2),
             ntime=np.array([s.ntime for s in rows], dtype=np.int64),
             nonce=np.array([s.nonce for s in rows], dtype=np.int64),
             version_bits=np.array([s.version_bits for s in rows], dtype=np.int64),
             mask=np.array([s.mask for s in rows], dtype=np.int64),
             share_target=targets,
-            extranonce1_len=None if (l1 == w1).all() else l1,
-            extranonce2_len=None if (l2 == w2).all() else l2,
+            extranonce1_len=None if uniform1 else np.array(l1, dtype=np.uint8),
+            extranonce2_len=None if uniform2 else np.array(l2, dtype=np.uint8),
         )
+
+
+def _pack(values: list[bytes], n: int, width: int, uniform: bool) -> np.ndarray:
+    """Byte strings as a ``uint8[n, width]`` array, left-aligned and zero-padded."""
+    if uniform:
+        return np.frombuffer(b"".join(values), dtype=np.uint8).reshape(n, width).copy()
+    return np.frombuffer(b"".join(v.ljust(width, b"\0") for v in values), dtype=np.uint8).reshape(n, width).copy()
 
 
 @dataclass(frozen=True)
@@ -209,6 +223,12 @@ class BatchResult:
 
     def __len__(self) -> int:
         return int(self.meets_share.shape[0])
+
+    def hash_values(self) -> list[int]:
+        """Every share's hash as the integer compared with targets (little-endian)."""
+        raw = self.block_hash.tobytes()
+        frombytes = int.from_bytes
+        return [frombytes(raw[k : k + 32], "little") for k in range(0, len(raw), 32)]
 
     def hash_int(self, i: int) -> int:
         """The value compared with targets (little-endian integer of the hash)."""
