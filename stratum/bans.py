@@ -34,6 +34,7 @@ seen forgotten first), so a spoofing flood cannot grow it without limit.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 from collections import OrderedDict
@@ -59,8 +60,13 @@ INVALID_SHARE_REASONS = frozenset(
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+@functools.lru_cache(maxsize=65536)
 def address_key(host: str) -> str:
-    """The unit limits and bans apply to: the IPv4 address, or the IPv6 /64."""
+    """The unit limits and bans apply to: the IPv4 address, or the IPv6 /64.
+
+    Cached: it is asked for every share verdict, and parsing an address is
+    slower than the rest of the bookkeeping together.
+    """
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -204,6 +210,10 @@ class AbuseTracker:
                 record.auth_failures *= factor
                 record.last = now
         return record
+
+    def accepted(self, host: str, count: int, now: float) -> None:
+        """Count ``count`` accepted shares at once (a batch's worth from one address)."""
+        self._record(host, now).accepted += count
 
     def share(self, host: str, accepted: bool, reason: str | None, now: float) -> bool:
         """Count a share verdict; True when it just got ``host`` banned."""

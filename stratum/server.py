@@ -1033,9 +1033,14 @@ class StratumServer:
                 verdicts = [errors.INTERNAL_ERROR] * len(batch)
             now = trio.current_time()
             corked: list[ClientSession] = []
+            # Accepted shares are counted first (per address, once per batch), so an
+            # address's invalid ones are weighed against the whole batch.
+            accepted = Counter(session.host for (session, _rid, _share), error in zip(batch, verdicts) if error is None)
+            for host, count in accepted.items():
+                self.abuse.accepted(host, count, now)
             for (session, request_id, share), error in zip(batch, verdicts):
                 session.share_done()
-                if self.abuse.share(session.host, error is None, None if error is None else error.reason, now):
+                if error is not None and self.abuse.share(session.host, False, error.reason, now):
                     self._ban(session.host, "invalid-shares")
                 if session.closing or session.proto is None:
                     continue
