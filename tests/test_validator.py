@@ -92,3 +92,32 @@ async def test_unknown_job_is_refused_not_crashing():
         pass
     else:
         raise AssertionError("an unknown job must be refused")
+
+
+async def test_check_many_judges_a_whole_batch_with_one_wait():
+    """The server's path: one call for many shares (max_batch splits it), unknown jobs as None."""
+    job = _job()
+    rng = random.Random(11)
+    difficulty = Fraction(1, 2**28)
+    shares = [_share(job, rng, difficulty) for _ in range(600)]
+    target = difficulty_to_target(difficulty)
+    submits = [
+        (job.job_id, s.extranonce1, s.extranonce2, s.ntime, s.nonce, s.version_bits, s.version_mask, target) for s in shares
+    ]
+    submits.insert(17, ("no-such-job", b"\0" * 4, b"\0" * 4, job.curtime, 0, 0, 0, target))
+    validator = BatchValidator(Checker(backend="numba"), max_batch=256, deadline=0.002)
+    validator.add_job(job)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(validator.run)
+        results = await validator.check_many(submits)
+        nursery.cancel_scope.cancel()
+    assert results[17] is None
+    del results[17]
+    assert validator.batches == 3  # 600 shares: 256 + 256 + 88
+    assert validator.checked == 600
+    for share, got in zip(shares, results):
+        ref = judge_share(job, share)
+        assert got is not None and got.block_hash == ref.block_hash
+        assert got.hash_value == ref.hash_value
+        assert got.meets_share == (ref.hash_value <= target)
+    assert any(r.meets_share for r in results) and not all(r.meets_share for r in results)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from fractions import Fraction
 
 import trio
@@ -233,4 +234,56 @@ async def test_a_miner_that_stops_reading_is_dropped():
                 server.broadcast(dataclasses.replace(big, job_id=f"{n:x}"))
                 n += 1
                 await trio.lowlevel.checkpoint()
+        nursery.cancel_scope.cancel()
+
+
+class BatchBackend(Backend):
+    """A backend with ``submit_shares``: the server hands it whole batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[tuple[str, int]]] = []
+
+    async def submit_shares(self, shares: list[Share]) -> list[StratumError | None]:
+        self.batches.append([(s.extranonce1.hex(), s.nonce) for s in shares])
+        if self.gate is not None:
+            await self.gate.wait()
+        # Odd nonces are accepted, even ones refused: each verdict must reach its own request.
+        return [None if s.nonce % 2 else errors.LOW_DIFFICULTY for s in shares]
+
+
+async def test_shares_read_in_one_pass_reach_the_backend_as_one_batch():
+    async with trio.open_nursery() as nursery:
+        backend = BatchBackend()
+        server = StratumServer(backend, SETTINGS)
+        server.broadcast(make_job(1, clean=True))
+        await nursery.start(server.serve, "127.0.0.1", 0)
+        a, _ = await working_client(server)
+        b, _ = await working_client(server)
+        # Hold the first batch, so both connections' submits are read while it waits.
+        backend.gate = trio.Event()
+        await a.send(submit(1, id=1))
+        with trio.fail_after(5):
+            while not backend.batches:
+                await trio.sleep(0.01)
+        lines = b"".join(json.dumps(submit(n, id=n)).encode() + b"\n" for n in range(2, 8))
+        await a.send_raw(lines)
+        await b.send_raw(lines)
+        with trio.fail_after(5):
+            while sum(map(len, backend.batches)) < 13:
+                await trio.sleep(0.01)
+        backend.gate.set()
+        for client in (a, b):
+            got = {}
+            with trio.fail_after(5):
+                while len(got) < (7 if client is a else 6):
+                    reply = await client.recv_until(lambda m: "result" in m)
+                    got[reply["id"]] = reply
+            for n, reply in got.items():
+                assert (reply["result"] is True) == bool(n % 2), reply
+                if not n % 2:
+                    assert reply["error"][0] == errors.LOW_DIFFICULTY.code
+        # The first batch held one share; the twelve read meanwhile came in one or two more.
+        assert backend.batches[0] == [(backend.batches[0][0][0], 1)]
+        assert len(backend.batches) <= 3 and max(len(b) for b in backend.batches[1:]) >= 6
         nursery.cancel_scope.cancel()
