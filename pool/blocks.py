@@ -14,12 +14,17 @@ answer:
   block holds that height, ``rejected`` otherwise.
 
 Every node's own answer stays in ``BlockSubmission.results`` and the log.
+
+A block that reached no node at all (every node down or unreachable) is sent
+again with back-off (``retry_delays``, about a minute in all by default),
+until some node answers: a found block is worth more than anything else the
+pool does, and a node restart must not cost it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -35,6 +40,9 @@ from .storage.writer import ShareWriter, SpoolError, write_block
 
 log = logging.getLogger(__name__)
 
+#: Seconds between sending a block again while no node answers (about a minute in all).
+RETRY_DELAYS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
 # bitcoind answers that mean the node has the block (and found it valid, or
 # could not decide yet): the block is not refused.
 _KNOWN = ("duplicate", "inconclusive")
@@ -47,6 +55,10 @@ class BlockSubmission:
     record: BlockRecord
     results: tuple[NodeSubmitResult, ...]
     in_chain: bool | None  # None: no node answered getblockhash
+
+
+def _unreachable(result: NodeSubmitResult) -> bool:
+    return result.error is not None and not result.error.startswith("rpc-error")
 
 
 def decisive_result(results: list[NodeSubmitResult] | tuple[NodeSubmitResult, ...]) -> str:
@@ -82,8 +94,10 @@ class BlockSubmitter:
         writer: ShareWriter,
         *,
         in_flight: Callable[[], AbstractContextManager[None]] = nullcontext,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
     ) -> None:
         self.nodes = nodes
+        self.retry_delays = tuple(retry_delays)
         self.metrics = metrics
         self.writer = writer
         self.in_flight = in_flight
@@ -120,7 +134,18 @@ class BlockSubmitter:
 
     async def _submit_raw(self, raw: bytes, height: int, prevhash: str, reward: int, address: str, worker: str) -> BlockSubmission:
         block_hash = internal_to_display(sha256d(raw[:80]))
-        results = tuple(await self.nodes.submit_block(raw.hex()))
+        block_hex = raw.hex()
+        results = tuple(await self.nodes.submit_block(block_hex))
+        for delay in self.retry_delays:
+            if not all(_unreachable(r) for r in results):
+                break  # some node answered (an RPC error is an answer: sending again will not change it)
+            self.metrics.block_submit_retries.inc()
+            log.error(
+                "block %s at height %d reached no node (%s); sending it again in %.2gs",
+                block_hash, height, "; ".join(r.label for r in results), delay,
+            )
+            await trio.sleep(delay)
+            results = tuple(await self.nodes.submit_block(block_hex))
         for r in results:
             log.warning("block %s on %s: %s", block_hash, r.node, r.label)
         result = decisive_result(results)

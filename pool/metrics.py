@@ -208,6 +208,9 @@ class PoolMetrics:
         self.blocks_submitted = Counter(
             "stope_blocks_submitted", "Blocks submitted to a node by result", ["result"], registry=r
         )
+        self.block_submit_retries = Counter(
+            "stope_block_submit_retries", "Found blocks sent again because no node answered", registry=r
+        )
         self.blocks_submitted.labels("accepted")
         self.blocks_confirmed = Counter(
             "stope_blocks_confirmed", "Found blocks that reached maturity on the best chain", registry=r

@@ -246,9 +246,11 @@ async def test_no_node_reachable_is_recorded(tmp_path) -> None:
         url = node.url
         node.stop()
         await node.stopped()
-        submitter = BlockSubmitter(NodePool([NodeClient(url, timeout=1)]), PoolMetrics(), writer)
+        metrics = PoolMetrics()
+        submitter = BlockSubmitter(NodePool([NodeClient(url, timeout=1)]), metrics, writer, retry_delays=(0.01, 0.02))
         job, block = _valid(chain)
         submission = await _submit(submitter, job, block.serialize())
+        assert metrics.block_submit_retries._value.get() == 2  # sent three times in all
         await writer.drained()
         rows = block_rows(engine)
         nursery.cancel_scope.cancel()
@@ -258,3 +260,32 @@ async def test_no_node_reachable_is_recorded(tmp_path) -> None:
     assert [r.label for r in submission.results] == ["node-unavailable"]
     assert rows == {submission.record.hash: ("rejected", "node-unavailable")}
     assert chain.height == 0
+
+
+async def test_a_block_that_reached_no_node_is_sent_again_until_one_answers(tmp_path) -> None:
+    """The only node restarts just as the pool finds a block: the block still gets in."""
+    chain = easy_chain()
+    async with trio.open_nursery() as nursery:
+        writer, engine = await start_block_store(nursery, tmp_path)
+        node = DevnetNode(chain)
+        await nursery.start(node.run)
+        url = node.url
+        node.stop()
+        await node.stopped()
+        submitter = BlockSubmitter(NodePool([NodeClient(url, timeout=1)]), PoolMetrics(), writer, retry_delays=(0.2,) * 20)
+        job, block = _valid(chain)
+
+        async def restart_later() -> None:
+            await trio.sleep(0.5)
+            await nursery.start(node.run)  # the same port again
+
+        nursery.start_soon(restart_later)
+        submission = await _submit(submitter, job, block.serialize())
+        await writer.drained()
+        rows = block_rows(engine)
+        nursery.cancel_scope.cancel()
+    engine.dispose()
+    assert submission.record.submit_result == "accepted"
+    assert submission.in_chain is True and submission.record.status == "pending"
+    assert chain.height == 1 and internal_to_display(chain.tip.hash) == submission.record.hash
+    assert rows == {submission.record.hash: ("pending", "accepted")}
