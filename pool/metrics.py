@@ -226,7 +226,7 @@ class PoolMetrics:
         )
         # --- latencies ------------------------------------------------------------------
         self.share_validation_seconds = Histogram(
-            "stope_share_validation_seconds", "Time to judge one share", buckets=SHARE_VALIDATION_BUCKETS, registry=r
+            "stope_share_validation_seconds", "Time to judge a batch of shares (every share in it waited this long)", buckets=SHARE_VALIDATION_BUCKETS, registry=r
         )
         self.template_fetch_seconds = Histogram(
             "stope_template_fetch_seconds", "getblocktemplate latency", buckets=LATENCY_BUCKETS, registry=r
