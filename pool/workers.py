@@ -309,6 +309,8 @@ async def run_worker(spec: WorkerSpec, link: Link, stop: trio.Event) -> None:
             if settings.metrics.enabled:
                 metrics.serve(settings.metrics.host, settings.metrics.port)
             freeze_startup_heap()
+            # A ban here is a ban in every worker (the parent relays it).
+            pool.stratum.on_ban.append(lambda key, reason: link.send(("ban", key, reason)))
             link.send(("ready", port, s.server_id, os.getpid()))
             nursery.start_soon(_from_parent, link, pool, relay, metrics, stop)
             await stop.wait()
@@ -339,6 +341,8 @@ async def _from_parent(link: Link, pool: Pool, relay: JobRelay, metrics: PoolMet
             pool.stratum.work_outdated = bool(message[1])
         elif kind == "message":
             pool.stratum.show_message(str(message[1]))
+        elif kind == "ban":
+            pool.stratum.apply_ban(str(message[1]), str(message[2]))
         elif kind == "stop":
             stop.set()
 
@@ -584,6 +588,11 @@ class Supervisor:
                 self._broadcast_done(w.index, message[1], message[2])
             elif kind == "wake":
                 self.jobs.wake()
+            elif kind == "ban":
+                # One worker banned an address: every other worker refuses it too.
+                for other in self.workers:
+                    if other is not w and other.live and other.link is not None:
+                        other.link.send(message)
             elif kind == "block":
                 if message[1] > 0:
                     cm = self.jobs.own_block_in_flight()

@@ -413,6 +413,9 @@ class StratumServer:
         self.work_outdated = False
         #: Called after every broadcast (e.g. a work-propagation histogram).
         self.on_broadcast: list[Callable[[StratumJob, BroadcastResult], None]] = []
+        #: Called with (address key, reason) when this server bans an address
+        #: (``--workers`` relays it to the other processes: ``apply_ban``).
+        self.on_ban: list[Callable[[str, str], None]] = []
         #: Counters of what the hardening did (refusals, drops, bans...), for metrics.
         self.stats: Counter[str] = Counter()
         self._version_mask = self.settings.protocol.version_mask
@@ -547,9 +550,27 @@ class StratumServer:
         session.scope.cancel()
 
     def _ban(self, host: str, reason: str) -> None:
+        """``host`` was just banned here: drop its connections and tell the ``on_ban`` listeners."""
         key = address_key(host)
         self.stats[f"banned-{reason}"] += 1
         log.warning("banned %s for %.0fs: %s", key, self.settings.abuse.ban_duration, reason)
+        self._drop_address(key, reason)
+        for listener in self.on_ban:
+            listener(key, reason)
+
+    def apply_ban(self, key: str, reason: str) -> bool:
+        """A ban decided elsewhere (another worker process): refuse and drop ``key`` here too.
+
+        The listeners are not told (they told us). False when bans are off or it is exempt.
+        """
+        if not self.abuse.ban(key, _now()):
+            return False
+        self.stats["banned-elsewhere"] += 1
+        log.warning("banned %s for %.0fs: %s (decided by another process)", key, self.settings.abuse.ban_duration, reason)
+        self._drop_address(key, reason)
+        return True
+
+    def _drop_address(self, key: str, reason: str) -> None:
         for session in list(self._by_ip.get(key, ())):
             if not session.closing:
                 self._drop(session, f"address banned ({reason})")

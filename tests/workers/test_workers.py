@@ -231,3 +231,48 @@ def test_leftover_spools_are_found_for_replay(tmp_path: Path) -> None:
         (path / "seg-000000000001.spool").write_bytes(b"x")
     assert leftover_spools(base, 2) == [base, worker_spool(base, 3)]
     assert leftover_spools(base, 4) == [base]
+
+
+async def test_a_ban_in_one_worker_is_a_ban_in_every_worker(tmp_path: Path) -> None:
+    """Junk from an address on worker 0 bans it; its miners on worker 1 are dropped too."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    config.write_text(config.read_text() + "\n[stratum.abuse]\nban_junk = 4\nban_duration = 60\n")
+    log = tmp_path / "pool.log"
+    proc = start_pool(config, log, workers=2)
+    miners: list[Miner] = []
+    try:
+        await wait_ready(proc, log)
+        by_prefix: dict[int, list[Miner]] = {}
+        with trio.fail_after(30):
+            while len(miners) < 64 and (len(by_prefix) < 2 or min(len(v) for v in by_prefix.values()) < 2):
+                m = Miner(await trio.open_tcp_stream("127.0.0.1", port), f"m{len(miners)}")
+                await m.start()
+                miners.append(m)
+                by_prefix.setdefault(m.extranonce1[0], []).append(m)
+        assert sorted(by_prefix) == [0, 1]
+        offender = by_prefix[0][0]
+        for _ in range(8):
+            await offender.stream.send_all(b"this is not json\n")
+        # Every miner from that address is dropped, on worker 1 as well as on worker 0.
+        with trio.fail_after(20):
+            for m in by_prefix[1] + by_prefix[0]:
+                with pytest.raises((EOFError, trio.BrokenResourceError)):
+                    while True:
+                        await m.pump()
+        assert "decided by another process" in log.read_text(errors="replace")
+        # New connections are refused, whichever worker the kernel picks.
+        with trio.fail_after(20):
+            for _ in range(8):
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+                try:
+                    assert await stream.receive_some(100) == b""
+                except trio.BrokenResourceError:
+                    pass
+                finally:
+                    await stream.aclose()
+    finally:
+        for m in miners:
+            await m.stream.aclose()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
