@@ -10,6 +10,7 @@ messages may gain detail, reasons never change.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -39,6 +40,14 @@ class StratumError(Exception):
 
     def wire(self) -> list[int | str | None]:
         return [int(self.code), self.message, None]
+
+    def wire_json(self) -> bytes:
+        """``wire()`` as compact JSON, encoded once per error object."""
+        cached = self.__dict__.get("_wire_json")
+        if cached is None:
+            cached = json.dumps(self.wire(), separators=(",", ":")).encode()
+            object.__setattr__(self, "_wire_json", cached)
+        return cached
 
     def with_detail(self, detail: str) -> StratumError:
         """Same code and reason, message extended with specifics."""

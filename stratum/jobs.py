@@ -79,18 +79,43 @@ class JobBook:
     _seen: dict[str, set[Hashable]] = field(default_factory=dict)
     generation: int = 0
     current: StratumJob | None = None
+    #: Each live job's sequence number: 1, 2, 3... in the order jobs were first added.
+    #: Connections record the jobs they were sent as runs of consecutive numbers.
+    _seqs: dict[str, int] = field(default_factory=dict)
+    _last_seq: int = 0
+    #: ``seq(current)``, for the broadcast loop.
+    current_seq: int = 0
 
     def add(self, job: StratumJob) -> None:
-        self._jobs[job.job_id] = job
-        self._seen.setdefault(job.job_id, set())
+        job_id = job.job_id
+        self._jobs[job_id] = job
+        self._seen.setdefault(job_id, set())
+        seq = self._seqs.get(job_id)
+        if seq is None:  # a job added again keeps its number
+            self._last_seq = seq = self._last_seq + 1
+            self._seqs[job_id] = seq
         self.generation = max(self.generation, job.generation)
         self.current = job
+        self.current_seq = seq
         while len(self._jobs) > self.max_jobs:
             old, _ = self._jobs.popitem(last=False)
             self._seen.pop(old, None)
+            self._seqs.pop(old, None)
 
     def get(self, job_id: str) -> StratumJob | None:
         return self._jobs.get(job_id)
+
+    def seq(self, job: StratumJob) -> int | None:
+        """``job``'s sequence number; None unless it is the job this book holds under its id."""
+        if job is self.current:
+            return self.current_seq
+        if self._jobs.get(job.job_id) is not job:
+            return None
+        return self._seqs[job.job_id]
+
+    def seq_of(self, job_id: str) -> int | None:
+        """The sequence number of the live job ``job_id`` (None if the book has no such job)."""
+        return self._seqs.get(job_id)
 
     def is_stale(self, job: StratumJob) -> bool:
         return job.generation < self.generation

@@ -27,10 +27,9 @@ The rules it implements (docs/stratum.md has the full story):
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
-from collections import OrderedDict
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -41,14 +40,16 @@ from .errors import StratumError
 from .extranonce import ExtranonceExhausted, SessionRegistry
 from .jobs import JobBook, StratumJob
 from .messages import (
+    NO_ID,
     MessageError,
     Request,
     Response,
+    decode_json,
     encode_error,
     encode_notification,
     encode_result,
     encode_set_difficulty,
-    parse_line,
+    parse_message,
 )
 from .vardiff import Vardiff, VardiffSettings
 
@@ -161,24 +162,58 @@ class ProtocolSettings:
             raise ValueError("version_mask must be a 32-bit value")
         if self.start_difficulty <= 0:
             raise ValueError("start_difficulty must be positive")
-        self.vardiff()  # validates the difficulty bounds and rates
+        # Validates the difficulty bounds and rates; one instance shared by every connection.
+        object.__setattr__(
+            self,
+            "_vardiff",
+            VardiffSettings(
+                target_interval=self.target_share_interval,
+                min_difficulty=self.min_difficulty,
+                max_difficulty=self.max_difficulty,
+                max_share_rate=self.max_share_rate,
+            ),
+        )
 
     def vardiff(self) -> VardiffSettings:
-        return VardiffSettings(
-            target_interval=self.target_share_interval,
-            min_difficulty=self.min_difficulty,
-            max_difficulty=self.max_difficulty,
-            max_share_rate=self.max_share_rate,
-        )
+        return self._vardiff  # type: ignore[attr-defined,no-any-return]
 
 
 @dataclass(slots=True)
 class SentJob:
-    """A job id as this connection knows it."""
+    """A job id as this connection knows it (``ServerConnection.sent_job``)."""
 
     job: StratumJob
     difficulty: Fraction  # what a share on it is judged at
     extranonce1: bytes  # in force when it was sent (mining.set_extranonce applies to later jobs)
+
+
+class _Sent:
+    """A stretch of a connection's job book: job ids sent one after another, judged alike.
+
+    Either a *run* of broadcast jobs (``JobBook`` sequence numbers
+    ``first..last``, sent consecutively while the difficulty and extranonce1
+    stayed the same: a broadcast extends the run by assigning ``last``) or a
+    single *explicit* id (``wire_id``: a re-issued ``job_id.n``, or a job
+    that is not the book's) with its ``job``.  ``difficulty`` is what a share
+    on them is judged at: the difficulty in force when they were sent,
+    lowered by every lower difficulty set since.
+    """
+
+    __slots__ = ("difficulty", "extranonce1", "first", "job", "last", "wire_id")
+
+    def __init__(
+        self, first: int, last: int, wire_id: str | None, job: StratumJob | None, difficulty: Fraction, extranonce1: bytes
+    ) -> None:
+        self.first = first
+        self.last = last
+        self.wire_id = wire_id
+        self.job = job
+        self.difficulty = difficulty
+        self.extranonce1 = extranonce1
+
+
+#: ``first``/``last`` of an explicit entry (no sequence number is ever this).
+_NO_SEQ = -2
 
 
 @dataclass
@@ -187,9 +222,52 @@ class _Carry:
 
     difficulty: Fraction
     vardiff: Vardiff
-    sent: OrderedDict[str, SentJob]
+    sent: list[_Sent]
     latest: StratumJob | None
     last_suggestion: Fraction | None
+    #: Re-issue ids used so far: the resumed session continues the count (an id is never sent twice).
+    reissues: int = 0
+    #: The job book's counters (see ServerConnection): entries, highest sequence number, explicit entries.
+    counts: tuple[int, int, int] = (0, 0, 0)
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _new_share(
+    worker: str,
+    job: StratumJob,
+    extranonce1: bytes,
+    extranonce2: bytes,
+    ntime: int,
+    nonce: int,
+    version_bits: int,
+    version_mask: int,
+    difficulty: Fraction,
+    stale: bool,
+    wire_job_id: str,
+) -> Share:
+    """``Share(...)``, without the frozen dataclass's eleven ``object.__setattr__`` calls (a third of the time)."""
+    share = _new(Share)
+    _set(
+        share,
+        "__dict__",
+        {
+            "worker": worker,
+            "job": job,
+            "extranonce1": extranonce1,
+            "extranonce2": extranonce2,
+            "ntime": ntime,
+            "nonce": nonce,
+            "version_bits": version_bits,
+            "version_mask": version_mask,
+            "difficulty": difficulty,
+            "stale": stale,
+            "wire_job_id": wire_job_id,
+        },
+    )
+    return share
 
 
 def parse_difficulty(raw: Any, *, allow_zero: bool = False) -> Fraction | None:
@@ -229,7 +307,47 @@ def _parse_count(raw: Any) -> int:
 
 
 class ServerConnection:
-    """One miner's Stratum session (see module docstring for the rules)."""
+    """One miner's Stratum session (see module docstring for the rules).
+
+    Slotted and lean: tens of thousands are held per process, and their
+    objects are what the cyclic GC walks (per connection: itself, its vardiff,
+    its job book list and a stretch or two in it; a broadcast adds none).
+    """
+
+    __slots__ = (
+        "_bad_lines",
+        "_count",
+        "_explicit",
+        "_extranonce1s",
+        "_info",
+        "_last_suggestion",
+        "_latest",
+        "_max_seq",
+        "_net_checked",
+        "_reissues",
+        "_sent",
+        "_tail",
+        "_worker",
+        "_workers",
+        "closed",
+        "difficulty",
+        "extranonce1",
+        "extranonce_subscribed",
+        "jobs",
+        "min_bit_count",
+        "network_difficulty",
+        "pool_version_mask",
+        "requested_mask",
+        "resumed",
+        "session_id",
+        "sessions",
+        "settings",
+        "subscribed",
+        "superseded",
+        "user_agent",
+        "vardiff",
+        "working",
+    )
 
     def __init__(
         self,
@@ -249,23 +367,35 @@ class ServerConnection:
         self.min_bit_count = 0
         self.session_id: str | None = None
         self.extranonce1: bytes | None = None
-        self._extranonce1s: list[bytes] = []
+        #: Every extranonce1 of the session, when there is more than ``extranonce1`` (mining.set_extranonce).
+        self._extranonce1s: tuple[bytes, ...] | None = None
         self.subscribed = False
         self.resumed = False
         self.user_agent = ""
-        self.info: dict[str, str] = {}
-        self.authorized: set[str] = set()
+        self._info: dict[str, str] | None = None
+        #: Authorized worker names: the first, and a set of any others.
+        self._worker: str | None = None
+        self._workers: set[str] | None = None
         self.extranonce_subscribed = False
         self.working = False
         self.superseded = False
         self.closed = False
         self.vardiff = Vardiff(self.settings.vardiff())
         self.difficulty = self.vardiff.clamp(self.settings.start_difficulty, network_difficulty)
-        self._sent: OrderedDict[str, SentJob] = OrderedDict()
+        # The job book: every job id sent (at most max_jobs, oldest forgotten first), as
+        # stretches in the order sent; the last one is ``_tail``.  ``_count`` ids in all,
+        # ``_explicit`` of them explicit; ``_max_seq``: the highest sequence number in a run.
+        self._sent: list[_Sent] = []
+        self._tail: _Sent | None = None
+        self._count = 0
+        self._explicit = 0
+        self._max_seq = 0
         self._latest: StratumJob | None = None
-        self._reissues = itertools.count(1)
+        self._reissues = 0
         self._last_suggestion: Fraction | None = None
         self._bad_lines = 0
+        #: The network difficulty this connection's difficulty was last checked against.
+        self._net_checked: Fraction | None = None
 
     # --- properties ---------------------------------------------------------------
     @property
@@ -285,24 +415,75 @@ class ServerConnection:
         """Undecodable lines received so far (the server counts them against the sender's address)."""
         return self._bad_lines
 
+    @property
+    def authorized(self) -> frozenset[str]:
+        """The worker names authorized on this connection."""
+        if self._worker is None:
+            return frozenset()
+        return frozenset((self._worker, *(self._workers or ())))
+
+    @property
+    def info(self) -> dict[str, str]:
+        """The ``info.*`` values of mining.configure (empty if none were sent)."""
+        return self._info if self._info is not None else {}
+
+    def _authorize_worker(self, worker: str) -> None:
+        if self._worker is None:
+            self._worker = worker
+        elif worker != self._worker:
+            if self._workers is None:
+                self._workers = set()
+            self._workers.add(worker)
+
+    def _all_extranonce1s(self) -> tuple[bytes, ...]:
+        if self._extranonce1s is not None:
+            return self._extranonce1s
+        return () if self.extranonce1 is None else (self.extranonce1,)
+
     def sent_job(self, wire_id: str) -> SentJob | None:
-        return self._sent.get(wire_id)
+        """What a share on ``wire_id`` would be judged with (a snapshot).
+
+        None if this connection was not sent that id, has forgotten it, or
+        the pool's ``JobBook`` no longer holds its job (a share on it is an
+        unknown job either way).
+        """
+        entry = self._find(wire_id)
+        if entry is None:
+            return None
+        job = entry.job if entry.job is not None else self.jobs.get(wire_id)
+        if job is None or self.jobs.get(job.job_id) is None:
+            return None
+        return SentJob(job, entry.difficulty, entry.extranonce1)
 
     # --- input ----------------------------------------------------------------
     def receive_line(self, line: bytes, now: float) -> list[Event]:
         if self.superseded:
             return [Close("session resumed on another connection")]
         try:
-            msg = parse_line(line)
+            obj = decode_json(line)
+        except (ValueError, UnicodeDecodeError):
+            return self._bad_line(errors.malformed("not JSON"), None)
+        if type(obj) is dict and obj.get("method") == "mining.submit":
+            # The one message that comes all the time goes straight to its handler
+            # (parse_message would build a Request; the checks are the same).
+            params = obj.get("params", [])
+            if type(params) is list:
+                req_id = obj.get("id", NO_ID)
+                return self._submit_params(None if req_id is NO_ID else req_id, params)
+        try:
+            msg = parse_message(obj)
         except MessageError as exc:
-            self._bad_lines += 1
-            out: list[Event] = [Send(encode_error(exc.request_id, exc.error))]
-            if self._bad_lines >= self.settings.max_bad_lines:
-                out.append(Close("too many malformed messages"))
-            return out
+            return self._bad_line(exc.error, exc.request_id)
         if isinstance(msg, Response):
             return []  # e.g. an answer to client.get_version: nothing to do
         return self.receive(msg, now)
+
+    def _bad_line(self, error: StratumError, request_id: Any) -> list[Event]:
+        self._bad_lines += 1
+        out: list[Event] = [Send(encode_error(request_id, error))]
+        if self._bad_lines >= self.settings.max_bad_lines:
+            out.append(Close("too many malformed messages"))
+        return out
 
     def receive(self, req: Request, now: float) -> list[Event]:
         """A parsed request."""
@@ -329,7 +510,9 @@ class ServerConnection:
     def _subscribe(self, req: Request, now: float) -> list[Event]:
         params = req.params
         if params and isinstance(params[0], str):
-            self.user_agent = params[0][:128]
+            # Interned: thousands of miners run the same firmware, one string serves them all.
+            agent = params[0][:128]
+            self.user_agent = sys.intern(agent) if type(agent) is str else agent
         if self.subscribed:  # a repeated subscribe changes nothing
             return [Send(encode_result(req.reply_id, self._subscribe_result()))]
         events: list[Event] = []
@@ -341,7 +524,7 @@ class ServerConnection:
                 self.session_id, extranonce1 = self.sessions.open(self)
             except ExtranonceExhausted:
                 return [Send(encode_error(req.reply_id, errors.SERVER_FULL)), Close("extranonce1 space exhausted")]
-            self._extranonce1s = [extranonce1]
+            self._extranonce1s = None
             self.extranonce1 = extranonce1
         self.subscribed = True
         return [Send(encode_result(req.reply_id, self._subscribe_result())), *events, *self._maybe_start_work(now)]
@@ -357,25 +540,30 @@ class ServerConnection:
         else:
             return []
         self.session_id = session_id
-        self._extranonce1s = list(extranonce1s)
+        self._extranonce1s = tuple(extranonce1s) if len(extranonce1s) > 1 else None
         self.extranonce1 = extranonce1s[-1]
         self.resumed = True
         if isinstance(carry, _Carry):
             self.difficulty = carry.difficulty
+            self._net_checked = None
             self.vardiff = carry.vardiff
             self._sent = carry.sent
+            self._tail = carry.sent[-1] if carry.sent else None
+            self._count, self._max_seq, self._explicit = carry.counts
             self._latest = carry.latest
             self._last_suggestion = carry.last_suggestion
+            self._reissues = carry.reissues
         return events
 
     def _carry(self) -> _Carry:
-        return _Carry(self.difficulty, self.vardiff, self._sent, self._latest, self._last_suggestion)
+        counts = (self._count, self._max_seq, self._explicit)
+        return _Carry(self.difficulty, self.vardiff, self._sent, self._latest, self._last_suggestion, self._reissues, counts)
 
     def _surrender(self) -> tuple[_Carry, tuple[bytes, ...]]:
         """Hand session state to a resuming connection; this one is finished."""
         self.superseded = True
         self.working = False
-        return self._carry(), tuple(self._extranonce1s)
+        return self._carry(), self._all_extranonce1s()
 
     def connection_closed(self, now: float) -> None:
         """The socket is gone: park the session for resumption (or release it)."""
@@ -384,7 +572,7 @@ class ServerConnection:
         self.closed = True
         self.working = False
         if self.session_id is not None and not self.superseded:
-            self.sessions.close(self.session_id, self, tuple(self._extranonce1s), self._carry(), now)
+            self.sessions.close(self.session_id, self, self._all_extranonce1s(), self._carry(), now)
 
     def _authorize(self, req: Request, now: float) -> list[Event]:
         params = req.params
@@ -398,7 +586,7 @@ class ServerConnection:
         if not ok:
             err = errors.UNAUTHORIZED if not message else StratumError(errors.ErrorCode.UNAUTHORIZED, message, "unauthorized")
             return [Send(encode_error(request_id, err, result=False))]
-        self.authorized.add(username)
+        self._authorize_worker(username)
         return [Send(encode_result(request_id, True)), *self._maybe_start_work(now)]
 
     def _configure(self, req: Request, now: float) -> list[Event]:
@@ -421,7 +609,7 @@ class ServerConnection:
                 self.extranonce_subscribed = True
                 result[ext] = True
             elif ext == "info":
-                self.info = {
+                self._info = {
                     k: str(v)[:128] for k, v in options.items() if k.startswith("info.") and isinstance(v, (str, int, float))
                 }
                 result[ext] = True
@@ -437,7 +625,8 @@ class ServerConnection:
         if effective == 0:
             self.requested_mask = None
             return {"version-rolling": False}
-        self.requested_mask = mask
+        # The usual masks as the shared int objects, not one 32-byte int per connection.
+        self.requested_mask = self.pool_version_mask if mask == self.pool_version_mask else _U32 if mask == _U32 else mask
         self.min_bit_count = _parse_count(options.get("version-rolling.min-bit-count", 0))
         return {"version-rolling": True, "version-rolling.mask": f"{effective:08x}"}
 
@@ -495,61 +684,89 @@ class ServerConnection:
         return [Send(encode_result(req.reply_id, []))]
 
     def _submit(self, req: Request, now: float) -> list[Event]:
-        params = req.params
+        return self._submit_params(req.reply_id, req.params)
+
+    def _submit_params(self, reply_id: Any, params: list[Any]) -> list[Event]:
+        """mining.submit: every check in a fixed order, the first failure is the answer."""
         worker = params[0].strip() if params and isinstance(params[0], str) else None
-
-        def reject(err: StratumError) -> list[Event]:
-            return [ShareRejected(req.reply_id, worker, err), Send(encode_error(req.reply_id, err))]
-
-        if worker is None or worker not in self.authorized:
-            return reject(errors.UNAUTHORIZED)
-        if not self.subscribed or self.extranonce1 is None:
-            return reject(errors.NOT_SUBSCRIBED)
-        if len(params) not in (5, 6):
-            return reject(errors.malformed(f"mining.submit takes 5 or 6 params, got {len(params)}"))
-        if not all(isinstance(x, str) for x in params[1:5]):
-            return reject(errors.malformed("job id, extranonce2, ntime and nonce must be strings"))
+        if worker is None or not (worker == self._worker or (self._workers is not None and worker in self._workers)):
+            return self._reject(reply_id, worker, errors.UNAUTHORIZED)
+        en1 = self.extranonce1
+        if not self.subscribed or en1 is None:
+            return self._reject(reply_id, worker, errors.NOT_SUBSCRIBED)
+        count = len(params)
+        if count != 5 and count != 6:
+            return self._reject(reply_id, worker, errors.malformed(f"mining.submit takes 5 or 6 params, got {count}"))
         job_id, en2_hex, ntime_hex, nonce_hex = params[1:5]
+        if not (isinstance(job_id, str) and isinstance(en2_hex, str) and isinstance(ntime_hex, str) and isinstance(nonce_hex, str)):
+            return self._reject(reply_id, worker, errors.malformed("job id, extranonce2, ntime and nonce must be strings"))
         size = self.settings.extranonce2_size
-        if not _HEX.match(en2_hex) or len(en2_hex) != 2 * size:
-            return reject(errors.BAD_EXTRANONCE2.with_detail(f"expected {size} bytes ({2 * size} hex digits)"))
-        sent = self._sent.get(job_id)
-        if sent is None or self.jobs.get(sent.job.job_id) is None:
-            return reject(errors.UNKNOWN_JOB)
-        job = sent.job
+        if len(en2_hex) != 2 * size or not _HEX.match(en2_hex):
+            return self._reject(reply_id, worker, errors.BAD_EXTRANONCE2.with_detail(f"expected {size} bytes ({2 * size} hex digits)"))
+        book = self.jobs
+        # _find, inlined: the miner's share is almost always on a job of the last run.
+        seq = book._seqs.get(job_id)
+        tail = self._tail
+        if seq is not None and tail is not None and tail.first <= seq <= tail.last:
+            entry: _Sent | None = tail
+        else:
+            entry = self._find(job_id)
+            if entry is None:
+                return self._reject(reply_id, worker, errors.UNKNOWN_JOB)
+        job = entry.job  # type: ignore[union-attr]
+        if job is None:  # in a run: the book's job of that id
+            job = book.get(job_id)
+            if job is None:
+                return self._reject(reply_id, worker, errors.UNKNOWN_JOB)
+        elif book.get(job.job_id) is None:
+            return self._reject(reply_id, worker, errors.UNKNOWN_JOB)
         if not _HEX8.match(ntime_hex):
-            return reject(errors.malformed("ntime must be 8 hex digits"))
+            return self._reject(reply_id, worker, errors.malformed("ntime must be 8 hex digits"))
         ntime = int(ntime_hex, 16)
         if not job.ntime_min <= ntime <= job.ntime_max:
-            return reject(errors.BAD_NTIME)
+            return self._reject(reply_id, worker, errors.BAD_NTIME)
         if not _HEX8.match(nonce_hex):
-            return reject(errors.malformed("nonce must be 8 hex digits"))
-        mask = self.version_mask
+            return self._reject(reply_id, worker, errors.malformed("nonce must be 8 hex digits"))
+        requested = self.requested_mask
+        mask = 0 if requested is None else self.pool_version_mask & requested
         version_bits = 0
-        if len(params) == 6 and params[5] is not None:
-            if not isinstance(params[5], str) or not _HEX8.match(params[5]):
-                return reject(errors.malformed("version bits must be 8 hex digits"))
-            version_bits = int(params[5], 16)
-            if version_bits & ~mask & _U32:
-                if self.requested_mask is None:
-                    return reject(errors.VERSION_ROLLING_OFF)
-                return reject(errors.BAD_VERSION_BITS.with_detail(f"mask is {mask:08x}"))
-        share = Share(
-            worker=worker,
-            job=job,
-            extranonce1=sent.extranonce1,
-            extranonce2=bytes.fromhex(en2_hex),
-            ntime=ntime,
-            nonce=int(nonce_hex, 16),
-            version_bits=version_bits,
-            version_mask=mask,
-            difficulty=sent.difficulty,
-            stale=self.jobs.is_stale(job),
-            wire_job_id=job_id,
+        if count == 6:
+            bits_hex = params[5]
+            if bits_hex is not None:
+                if not isinstance(bits_hex, str) or not _HEX8.match(bits_hex):
+                    return self._reject(reply_id, worker, errors.malformed("version bits must be 8 hex digits"))
+                version_bits = int(bits_hex, 16)
+                if version_bits & ~mask & _U32:
+                    if requested is None:
+                        return self._reject(reply_id, worker, errors.VERSION_ROLLING_OFF)
+                    return self._reject(reply_id, worker, errors.BAD_VERSION_BITS.with_detail(f"mask is {mask:08x}"))
+        extranonce1 = entry.extranonce1  # type: ignore[union-attr]
+        extranonce2 = bytes.fromhex(en2_hex)
+        nonce = int(nonce_hex, 16)
+        # Share.duplicate_key, computed here rather than through two properties.
+        version = (job.version & ~mask & _U32) | (version_bits & mask)
+        if not book.first_sighting(job.job_id, (extranonce1, extranonce2, ntime, nonce, version)):
+            return self._reject(reply_id, worker, errors.DUPLICATE)
+        share = _new_share(
+            worker,
+            job,
+            extranonce1,
+            extranonce2,
+            ntime,
+            nonce,
+            version_bits,
+            mask,
+            entry.difficulty,  # type: ignore[union-attr]
+            job.generation < book.generation,  # JobBook.is_stale
+            job_id,
         )
-        if not self.jobs.first_sighting(job.job_id, share.duplicate_key):
-            return reject(errors.DUPLICATE)
-        return [ShareSubmitted(req.reply_id, share)]
+        submitted = _new(ShareSubmitted)
+        _set(submitted, "__dict__", {"request_id": reply_id, "share": share})
+        return [submitted]
+
+    @staticmethod
+    def _reject(reply_id: Any, worker: str | None, err: StratumError) -> list[Event]:
+        return [ShareRejected(reply_id, worker, err), Send(encode_error(reply_id, err))]
 
     def share_result(self, request_id: Any, share: Share, error: StratumError | None, now: float) -> list[Event]:
         """The pool's verdict on a submitted share, as bytes for the miner."""
@@ -557,13 +774,16 @@ class ServerConnection:
             if error.retryable:
                 self.jobs.forget(share.job.job_id, share.duplicate_key)
             return [Send(encode_error(request_id, error))]
-        out: list[Event] = [Send(encode_result(request_id, True))]
+        if type(request_id) is int:
+            reply = b'{"id":%d,"result":true,"error":null}\n' % request_id
+        else:
+            reply = encode_result(request_id, True)
         if not self.working:
-            return out
+            return [Send(reply)]
         new = self.vardiff.on_share(now, share.difficulty, self.difficulty, self.network_difficulty)
-        if new is not None:
-            out += self._change_difficulty(new, now)
-        return out
+        if new is None:
+            return [Send(reply)]
+        return [Send(reply), *self._change_difficulty(new, now)]
 
     # --- difficulty and jobs ---------------------------------------------------
     def _change_difficulty(self, new: Fraction, now: float, *, reissue: bool = True) -> list[Event]:
@@ -575,9 +795,11 @@ class ServerConnection:
         if new == self.difficulty:
             return []
         if new < self.difficulty:
-            for sent in self._sent.values():
-                sent.difficulty = min(sent.difficulty, new)
+            for entry in self._sent:  # a handful of stretches
+                if new < entry.difficulty:
+                    entry.difficulty = new
         self.difficulty = new
+        self._net_checked = None
         if not self.working:
             return []
         out: list[Event] = [Send(encode_set_difficulty(new))]
@@ -589,20 +811,108 @@ class ServerConnection:
         job = self._latest
         if job is None or self.jobs.is_stale(job) or self.jobs.get(job.job_id) is None:
             return []
-        wire_id = f"{job.job_id}.{next(self._reissues):x}"
-        self._record(wire_id, job)
+        self._reissues += 1
+        wire_id = f"{job.job_id}.{self._reissues:x}"
+        self._record(wire_id, job, reissue=True)
         return [Send(job.reissue_line(wire_id))]
 
-    def _record(self, wire_id: str, job: StratumJob) -> None:
-        assert self.extranonce1 is not None
+    def _find(self, wire_id: str) -> _Sent | None:
+        """The stretch of the job book holding ``wire_id`` (None: not sent, or forgotten)."""
+        seq = self.jobs.seq_of(wire_id)
+        for entry in reversed(self._sent):
+            if entry.wire_id is None:
+                if seq is not None and entry.first <= seq <= entry.last:
+                    return entry
+            elif entry.wire_id == wire_id:
+                return entry
+        return None
+
+    def _take(self, wire_id: str) -> _Sent | None:
+        """Remove ``wire_id`` from the job book; what it was recorded with (a detached copy), or None."""
+        sent = self._sent
+        seq = self.jobs.seq_of(wire_id)
+        for i in range(len(sent) - 1, -1, -1):
+            entry = sent[i]
+            if entry.wire_id is None:
+                if seq is None or not entry.first <= seq <= entry.last:
+                    continue
+                known = _Sent(seq, seq, None, None, entry.difficulty, entry.extranonce1)
+                if entry.first == entry.last:
+                    del sent[i]
+                elif seq == entry.first:
+                    entry.first = seq + 1
+                elif seq == entry.last:
+                    entry.last = seq - 1
+                else:  # from the middle of a run: split it
+                    sent.insert(i + 1, _Sent(seq + 1, entry.last, None, None, entry.difficulty, entry.extranonce1))
+                    entry.last = seq - 1
+            elif entry.wire_id == wire_id:
+                known = entry
+                del sent[i]
+                self._explicit -= 1
+            else:
+                continue
+            self._count -= 1
+            self._tail = sent[-1] if sent else None
+            return known
+        return None
+
+    def _record(self, wire_id: str, job: StratumJob, *, reissue: bool = False) -> None:
+        """Remember ``wire_id`` as sent now (the newest id; the oldest beyond max_jobs is forgotten).
+
+        An id sent again moves to the end, keeping the lower difficulty it had
+        if it is the same job under the same extranonce1.
+        """
+        extranonce1 = self.extranonce1
+        assert extranonce1 is not None
         difficulty = self.difficulty
-        known = self._sent.pop(wire_id, None)
-        if known is not None and known.job is job and known.extranonce1 == self.extranonce1:
-            difficulty = min(difficulty, known.difficulty)
-        self._sent[wire_id] = SentJob(job, difficulty, self.extranonce1)
+        known = self._take(wire_id)
+        if known is not None and known.extranonce1 == extranonce1:
+            same_job = known.job is job if known.job is not None else wire_id == job.job_id
+            if same_job and known.difficulty < difficulty:
+                difficulty = known.difficulty
+        seq = None if reissue else self.jobs.seq(job)
+        tail = self._tail
+        if (
+            seq is not None
+            and tail is not None
+            and tail.last == seq - 1
+            and tail.difficulty is difficulty
+            and tail.extranonce1 is extranonce1
+        ):
+            tail.last = seq
+        else:
+            if seq is None:
+                entry = _Sent(_NO_SEQ, _NO_SEQ, wire_id, job, difficulty, extranonce1)
+                self._explicit += 1
+            else:
+                entry = _Sent(seq, seq, None, None, difficulty, extranonce1)
+            self._sent.append(entry)
+            self._tail = entry
+        if seq is not None and seq > self._max_seq:
+            self._max_seq = seq
         self._latest = job
-        while len(self._sent) > self.settings.max_jobs:
-            self._sent.popitem(last=False)
+        self._count += 1
+        self._forget_oldest()
+
+    def _find_explicit(self, wire_id: str) -> bool:
+        return any(entry.wire_id == wire_id for entry in self._sent)
+
+    def _forget_oldest(self) -> None:
+        """Forget the oldest ids beyond max_jobs."""
+        limit = self.settings.max_jobs
+        sent = self._sent
+        while self._count > limit:
+            oldest = sent[0]
+            if oldest.wire_id is None and oldest.first < oldest.last:
+                oldest.first += 1
+            else:
+                del sent[0]
+                if oldest.wire_id is not None:
+                    self._explicit -= 1
+                if not sent:
+                    self._tail = None
+            self._count -= 1
 
     def _cap_to_network(self, now: float) -> list[Event]:
         net = self.network_difficulty
@@ -611,7 +921,7 @@ class ServerConnection:
         return self._change_difficulty(self.vardiff.clamp(self.difficulty, net), now, reissue=False)
 
     def _maybe_start_work(self, now: float) -> list[Event]:
-        if self.working or self.superseded or not self.subscribed or not self.authorized:
+        if self.working or self.superseded or not self.subscribed or self._worker is None:
             return []
         self._cap_to_network(now)  # not yet working: silently lowers
         self.working = True
@@ -626,19 +936,46 @@ class ServerConnection:
     def job_notification(self, job: StratumJob, now: float = 0.0, network_difficulty: Fraction | None = None) -> bytes | None:
         """Bytes announcing ``job`` to this connection; None before work started.
 
-        The common case returns ``job.notify_line`` itself (serialised once for
-        every connection); a difficulty above a lowered network difficulty is
-        corrected first with a set_difficulty in front.
+        Runs once per connection per broadcast, so the common case allocates
+        nothing and returns ``job.notify_line`` itself (serialised once for
+        every connection): the job extends the connection's last run of
+        broadcast jobs (one integer assigned), and the difficulty is compared
+        with the network difficulty only when either changed (the server
+        passes the same ``Fraction`` to every connection).  A difficulty above
+        a lowered network difficulty is corrected first, with a
+        set_difficulty in front.
         """
         if network_difficulty is not None:
             self.network_difficulty = network_difficulty
         if not self.working:
             return None
-        net = self.network_difficulty
         prefix = b""
-        if net is not None and self.difficulty > net:  # rare: checked inline, this runs per connection per job
-            prefix = b"".join(e.data for e in self._cap_to_network(now) if isinstance(e, Send))
-        self._record(job.job_id, job)
+        net = self.network_difficulty
+        if net is not None and net is not self._net_checked:
+            if self.difficulty > net:
+                prefix = b"".join(e.data for e in self._cap_to_network(now) if isinstance(e, Send))
+            self._net_checked = net
+        # _record's common case, inlined: the job is the book's newest and extends the last
+        # run (same difficulty and extranonce1, nothing recorded since but runs).
+        book = self.jobs
+        tail = self._tail
+        if (
+            job is book.current
+            and tail is not None
+            and tail.last == self._max_seq
+            and book.current_seq == tail.last + 1
+            and tail.difficulty is self.difficulty
+            and tail.extranonce1 is self.extranonce1
+            and not (self._explicit and self._find_explicit(job.job_id))
+        ):
+            tail.last = self._max_seq = book.current_seq
+            self._latest = job
+            count = self._count + 1
+            self._count = count
+            if count > self.settings.max_jobs:
+                self._forget_oldest()
+        else:
+            self._record(job.job_id, job)
         return prefix + job.notify_line if prefix else job.notify_line
 
     def tick(self, now: float) -> list[Event]:
@@ -671,7 +1008,7 @@ class ServerConnection:
             new = self.sessions.extra_extranonce()
         except ExtranonceExhausted:
             return []
-        self._extranonce1s.append(new)
+        self._extranonce1s = (*self._all_extranonce1s(), new)
         self.extranonce1 = new
         notice = encode_notification("mining.set_extranonce", [new.hex(), self.settings.extranonce2_size])
         return [Send(notice), *self._reissue_current()]

@@ -56,25 +56,37 @@ def quantize_difficulty(value: Fraction, rounding: Rounding = "nearest") -> Frac
     From 1 up: an integer, because some firmware (ESP-Miner) keeps the
     difficulty in an integer.  Below 1: three significant decimal digits,
     which a JSON parser reads back exactly as the decimal the pool uses.
+    Integer arithmetic throughout; a value already quantised comes back as
+    the same object (connections at one difficulty share one ``Fraction``).
     """
-    if value <= 0:
+    if type(value) is not Fraction:
+        value = Fraction(value)
+    p, q = value.numerator, value.denominator
+    if p <= 0:
         raise ValueError("difficulty must be positive")
-
-    def rnd(x: Fraction) -> int:
+    if p >= q:  # value >= 1
+        if q == 1:
+            return value
         if rounding == "down":
-            return math.floor(x)
-        if rounding == "up":
-            return math.ceil(x)
-        return math.floor(x + Fraction(1, 2))
-
-    if value >= 1:
-        return Fraction(max(rnd(value), 1))
-    exponent = 0
-    scaled = value
-    while scaled < 100:
-        scaled *= 10
-        exponent += 1
-    return Fraction(rnd(scaled), 10**exponent)
+            n = p // q
+        elif rounding == "up":
+            n = -(-p // q)
+        else:
+            n = (2 * p + q) // (2 * q)
+        return Fraction(max(n, 1))
+    # Below 1: the smallest exponent e with value * 10**e >= 100, i.e. 10**e >= ceil(100q/p).
+    exponent = len(str(-(-100 * q // p) - 1))
+    scale = 10**exponent
+    scaled = p * scale
+    if rounding == "down":
+        n = scaled // q
+    elif rounding == "up":
+        n = -(-scaled // q)
+    else:
+        n = (2 * scaled + q) // (2 * q)
+    if n * q == scaled:  # exact: already quantised
+        return value
+    return Fraction(n, scale)
 
 
 @dataclass(frozen=True)
@@ -122,8 +134,45 @@ def poisson_cdf(k: int, mean: float) -> float:
     return min(total, 1.0)
 
 
+def _upper_tail_below(k: int, mean: float, alpha: float) -> bool:
+    """``1 - poisson_cdf(k - 1, mean) < alpha``: P(N >= k) < alpha, skipping the sum where it cannot hold.
+
+    Poisson's median is at least ``mean - ln 2`` (Choi 1994), so for
+    ``k <= mean - 1`` P(N >= k) >= 1/2: far above any significance level
+    used here, and far beyond float rounding, so the answer is the sum's.
+    (Below ``mean`` 700 only: above it ``exp(-mean)`` underflows and the sum
+    says 0, which is then the answer to reproduce.)
+    """
+    if k <= mean - 1.0 and mean < 700.0 and alpha <= 0.25:
+        return False
+    return 1.0 - poisson_cdf(k - 1, mean) < alpha
+
+
+def _lower_tail_below(k: int, mean: float, alpha: float) -> bool:
+    """``poisson_cdf(k, mean) < alpha``; the median is below ``mean + 1/3``, so for ``k >= mean + 1`` it is >= 1/2."""
+    if k >= mean + 1.0 and mean < 700.0 and alpha <= 0.25:
+        return False
+    return poisson_cdf(k, mean) < alpha
+
+
 class Vardiff:
     """One connection's difficulty controller (see module docstring)."""
+
+    __slots__ = (
+        "_float_key",
+        "_float_value",
+        "_last",
+        "_shares",
+        "_silent_steps",
+        "_start",
+        "_work",
+        "_young_next",
+        "last_reason",
+        "phase",
+        "rate",
+        "requested_floor",
+        "settings",
+    )
 
     def __init__(self, settings: VardiffSettings) -> None:
         self.settings = settings
@@ -140,6 +189,18 @@ class Vardiff:
         self._silent_steps = 0
         #: Why the last retarget happened (probe, young, settled, fast, slow, flood), for logs.
         self.last_reason = ""
+        # float() of the last difficulty converted (shares mostly come at one difficulty).
+        self._float_key: Fraction | None = None
+        self._float_value = 0.0
+
+    def _float(self, difficulty: Fraction) -> float:
+        if difficulty is self._float_key:
+            return self._float_value
+        # float(Fraction) is numerator / denominator, without its overhead.
+        value = difficulty.numerator / difficulty.denominator if type(difficulty) is Fraction else float(difficulty)
+        self._float_key = difficulty
+        self._float_value = value
+        return value
 
     # --- bounds ---------------------------------------------------------------
     def floor(self) -> Fraction:
@@ -191,7 +252,7 @@ class Vardiff:
         if self._start is None:
             self.begin(now)
         self._shares += 1
-        self._work += float(credited)
+        self._work += self._float(credited)
         self._last = now
         self._silent_steps = 0
         return self._check(now, current, network_difficulty)
@@ -228,11 +289,11 @@ class Vardiff:
         # Work is counted in shares of the current difficulty (the window may
         # span a change).
         expected = elapsed / s.target_interval
-        counted = round(self._work / float(current))
+        counted = round(self._work / self._float(current))
         if self.phase == "young":
             self.last_reason = "young"
-            off = (counted >= s.probe_shares and 1.0 - poisson_cdf(counted - 1, expected * s.young_band) < s.young_alpha) or (
-                poisson_cdf(counted, expected / s.young_band) < s.young_alpha
+            off = (counted >= s.probe_shares and _upper_tail_below(counted, expected * s.young_band, s.young_alpha)) or (
+                _lower_tail_below(counted, expected / s.young_band, s.young_alpha)
             )
             if n and (off or n >= self._young_next or elapsed >= s.retarget_time):
                 return self._young(now, elapsed, current, network_difficulty)
@@ -240,10 +301,10 @@ class Vardiff:
                 self.last_reason = "slow"
                 return self._slow(now, elapsed, current, network_difficulty)
             return None
-        if counted >= s.probe_shares and 1.0 - poisson_cdf(counted - 1, expected * s.band) < s.settled_alpha:
+        if counted >= s.probe_shares and _upper_tail_below(counted, expected * s.band, s.settled_alpha):
             self.last_reason = "fast"
             return self._jump(now, elapsed, current, network_difficulty)
-        if poisson_cdf(counted, expected / s.band) < s.settled_alpha:
+        if _lower_tail_below(counted, expected / s.band, s.settled_alpha):
             self.last_reason = "slow"
             return self._slow(now, elapsed, current, network_difficulty)
         self.last_reason = self.phase
@@ -268,7 +329,7 @@ class Vardiff:
 
     def _slow(self, now: float, elapsed: float, current: Fraction, network_difficulty: Fraction | None) -> Fraction | None:
         """Far too few shares: estimate as if one more share had just come in."""
-        self.rate = (self._work + float(current)) / elapsed
+        self.rate = (self._work + self._float(current)) / elapsed
         self.phase = "young"
         self._young_next = 2 * self.settings.probe_shares
         self._window(now)
@@ -287,15 +348,15 @@ class Vardiff:
     def _settled(self, now: float, elapsed: float, current: Fraction, network_difficulty: Fraction | None) -> Fraction | None:
         self.rate = self._work / elapsed
         self._window(now)
-        ratio = self.rate * self.settings.target_interval / float(current)
+        ratio = self.rate * self.settings.target_interval / self._float(current)
         if 1 / self.settings.deadband <= ratio <= self.settings.deadband:
             return None
-        return self._propose(float(current) * math.sqrt(ratio), current, network_difficulty)
+        return self._propose(self._float(current) * math.sqrt(ratio), current, network_difficulty)
 
     def _silence(self, now: float, quiet: float, current: Fraction, network_difficulty: Fraction | None) -> Fraction | None:
         """Probing and no share for a while: step down, harder each time."""
         self._silent_steps += 1
-        ideal = float(current) / quiet * self.settings.target_interval / 4**self._silent_steps
+        ideal = self._float(current) / quiet * self.settings.target_interval / 4**self._silent_steps
         self.rate = None  # no estimate any more: lift the flood floor
         self._window(now)
         return self._propose(ideal, current, network_difficulty)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -12,7 +13,8 @@ from hypothesis import strategies as st
 from stratum import errors
 from stratum.extranonce import ExtranonceAllocator, SessionRegistry
 from stratum.jobs import JobBook
-from stratum.protocol import METHODS, ProtocolSettings, ServerConnection
+from stratum.messages import Request, encode_error, parse_line
+from stratum.protocol import METHODS, ProtocolSettings, Send, ServerConnection, Share, ShareRejected, ShareSubmitted
 from tests.stratum.helpers import (
     NTIME,
     difficulties,
@@ -496,7 +498,7 @@ def test_duplicates_are_per_job_across_connections():
     # connection handed the same one.
     b = new_harness(SETTINGS, book=book, registry=registry)
     b.start()
-    b.conn._sent["1"].extranonce1 = a.conn.extranonce1
+    b.conn._find("1").extranonce1 = a.conn.extranonce1
     assert error_of(b.submit("1", nonce=1))[0] == 22
 
 
@@ -686,3 +688,282 @@ def test_any_request_sequence_is_answered_and_never_crashes(requests):
             assert reply["result"] in (None, False)
             code, message, trace = reply["error"]
             assert code in (20, 21, 22, 23, 24, 25) and isinstance(message, str) and trace is None
+
+
+# --- fast paths ----------------------------------------------------------------------
+
+
+def _event_key(event):
+    """An event as comparable data (errors by code, message and reason; shares field by field)."""
+    if isinstance(event, Send):
+        return ("send", event.data)
+    if isinstance(event, ShareRejected):
+        return ("rejected", repr(event.request_id), event.worker, int(event.error.code), event.error.message, event.error.reason)
+    if isinstance(event, ShareSubmitted):
+        s = event.share
+        return ("share", repr(event.request_id), s, s.duplicate_key, s.version)
+    return (type(event).__name__, repr(event))
+
+
+def _reference_submit(conn: ServerConnection, req: Request) -> list:
+    """mining.submit as first written (regexes, properties, the dataclass constructor), on ``sent_job``."""
+    import re
+
+    hex8, hexes = re.compile(r"^[0-9a-fA-F]{8}$"), re.compile(r"^(?:[0-9a-fA-F]{2})*$")
+    params = req.params
+    worker = params[0].strip() if params and isinstance(params[0], str) else None
+
+    def reject(err):
+        return [ShareRejected(req.reply_id, worker, err), Send(encode_error(req.reply_id, err))]
+
+    if worker is None or worker not in conn.authorized:
+        return reject(errors.UNAUTHORIZED)
+    if not conn.subscribed or conn.extranonce1 is None:
+        return reject(errors.NOT_SUBSCRIBED)
+    if len(params) not in (5, 6):
+        return reject(errors.malformed(f"mining.submit takes 5 or 6 params, got {len(params)}"))
+    if not all(isinstance(x, str) for x in params[1:5]):
+        return reject(errors.malformed("job id, extranonce2, ntime and nonce must be strings"))
+    job_id, en2_hex, ntime_hex, nonce_hex = params[1:5]
+    size = conn.settings.extranonce2_size
+    if not hexes.match(en2_hex) or len(en2_hex) != 2 * size:
+        return reject(errors.BAD_EXTRANONCE2.with_detail(f"expected {size} bytes ({2 * size} hex digits)"))
+    sent = conn.sent_job(job_id)
+    if sent is None or conn.jobs.get(sent.job.job_id) is None:
+        return reject(errors.UNKNOWN_JOB)
+    job = sent.job
+    if not hex8.match(ntime_hex):
+        return reject(errors.malformed("ntime must be 8 hex digits"))
+    ntime = int(ntime_hex, 16)
+    if not job.ntime_min <= ntime <= job.ntime_max:
+        return reject(errors.BAD_NTIME)
+    if not hex8.match(nonce_hex):
+        return reject(errors.malformed("nonce must be 8 hex digits"))
+    mask = conn.version_mask
+    version_bits = 0
+    if len(params) == 6 and params[5] is not None:
+        if not isinstance(params[5], str) or not hex8.match(params[5]):
+            return reject(errors.malformed("version bits must be 8 hex digits"))
+        version_bits = int(params[5], 16)
+        if version_bits & ~mask & 0xFFFFFFFF:
+            if conn.requested_mask is None:
+                return reject(errors.VERSION_ROLLING_OFF)
+            return reject(errors.BAD_VERSION_BITS.with_detail(f"mask is {mask:08x}"))
+    share = Share(
+        worker=worker, job=job, extranonce1=sent.extranonce1, extranonce2=bytes.fromhex(en2_hex), ntime=ntime,
+        nonce=int(nonce_hex, 16), version_bits=version_bits, version_mask=mask, difficulty=sent.difficulty,
+        stale=conn.jobs.is_stale(job), wire_job_id=job_id,
+    )
+    if not conn.jobs.first_sighting(job.job_id, share.duplicate_key):
+        return reject(errors.DUPLICATE)
+    return [ShareSubmitted(req.reply_id, share)]
+
+
+def _twin_harnesses(rolling: bool, lowered: bool, stale: bool):
+    """Two connections in the same state, each with its own job book and registry."""
+    twins = []
+    for _ in range(2):
+        registry = SessionRegistry(ExtranonceAllocator(4, server_id=7))
+        registry.allocator._next = 5
+        h = new_harness(SETTINGS, registry=registry)
+        if rolling:
+            h.call("mining.configure", [["version-rolling"], {"version-rolling.mask": "1fffe000"}], id=0)
+        h.start()
+        h.call("mining.authorize", ["w2", ""], id=3)
+        h.conn.jobs.add(make_job(2, generation=2 if stale else 1, clean=stale))
+        h.notify(h.conn.jobs.current)
+        h.process(h.conn._change_difficulty(Fraction(4 if lowered else 64), h.now))  # re-issues job 2
+        twins.append(h)
+    return twins
+
+
+_hexish = st.text(alphabet="0123456789abcdefABCDEFxz \n", min_size=0, max_size=10)
+_submit_field = st.one_of(
+    _hexish,
+    st.sampled_from(["1", "2", "2.1", "3", "00000000", "0000002a", f"{NTIME:08x}", f"{NTIME + 9000:08x}", "1fffe000", "00002000"]),
+    st.none(),
+    st.integers(0, 10),
+    st.just([]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rolling=st.booleans(),
+    lowered=st.booleans(),
+    stale=st.booleans(),
+    submits=st.lists(
+        st.tuples(
+            st.sampled_from(["w", " w2 ", "x", 5, None]),
+            st.lists(_submit_field, min_size=0, max_size=6),
+            st.sampled_from([7, "id", None, 1.5, True]),
+            st.sampled_from(["list", "dict", "null", "no-id"]),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+)
+def test_fast_submit_path_matches_the_general_path_and_the_reference(rolling, lowered, stale, submits):
+    fast, general = _twin_harnesses(rolling, lowered, stale)
+    reference = _twin_harnesses(rolling, lowered, stale)[0]
+    for worker, rest, req_id, shape in submits:
+        params: Any = [worker, *rest]
+        msg: dict[str, Any] = {"id": req_id, "method": "mining.submit", "params": params}
+        if shape == "dict":
+            msg["params"] = {str(i): p for i, p in enumerate(params)}
+        elif shape == "null":
+            msg["params"] = None
+        elif shape == "no-id":
+            del msg["id"]
+        line = json.dumps(msg).encode()
+        got = [_event_key(e) for e in fast.conn.receive_line(line, 0.0)]
+        req = parse_line(line)
+        assert [_event_key(e) for e in general.conn.receive(req, 0.0)] == got, msg
+        assert [_event_key(e) for e in _reference_submit(reference.conn, parse_line(line))] == got, msg
+
+
+@given(st.sampled_from([1, 0, -5, 2**40, "a", "é\n", None, 2.5, True, [1], {"k": None}]))
+def test_share_result_reply_is_the_json_encoding(req_id):
+    h = new_harness(SETTINGS)
+    h.start()
+    (event,) = h.conn.receive_line(json.dumps({"id": 1, "method": "mining.submit", "params": ["w", "1", "00000000", f"{NTIME:08x}", "00000001"]}).encode(), 0.0)
+    assert isinstance(event, ShareSubmitted)
+    out = h.conn.share_result(req_id, event.share, None, 0.0)
+    assert out[0] == Send(json.dumps({"id": req_id, "result": True, "error": None}, separators=(",", ":")).encode() + b"\n")
+
+
+# --- the job book: runs of broadcast jobs, checked against the plain model ------------------
+
+
+class BookModel:
+    """The job book as first written: an ordered map of wire id -> [job, difficulty, extranonce1]."""
+
+    def __init__(self, max_jobs: int) -> None:
+        from collections import OrderedDict
+
+        self.max_jobs = max_jobs
+        self.sent: OrderedDict = OrderedDict()
+
+    def record(self, wire_id, job, difficulty, extranonce1):
+        known = self.sent.pop(wire_id, None)
+        if known is not None and known[0] is job and known[2] == extranonce1:
+            difficulty = min(difficulty, known[1])
+        self.sent[wire_id] = [job, difficulty, extranonce1]
+        while len(self.sent) > self.max_jobs:
+            self.sent.popitem(last=False)
+
+    def lower(self, new):
+        for entry in self.sent.values():
+            entry[1] = min(entry[1], new)
+
+    def lookup(self, wire_id, book):
+        entry = self.sent.get(wire_id)
+        if entry is None or book.get(entry[0].job_id) is None:
+            return None
+        return (entry[0], entry[1], entry[2])
+
+
+_book_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("new"), st.floats(0, 1)),  # a new job broadcast (to this connection or not)
+        st.tuples(st.just("again"), st.integers(0, 8)),  # a live job broadcast again
+        st.tuples(st.just("foreign"), st.integers(0, 2)),  # a job the book does not hold
+        st.tuples(st.just("difficulty"), st.sampled_from([1, 2, 4, 16, 64, 256])),
+        st.tuples(st.just("extranonce"), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=_book_ops, max_jobs=st.sampled_from([1, 2, 3, 5, 8]), book_jobs=st.sampled_from([2, 4, 64]))
+def test_job_book_matches_the_plain_model(ops, max_jobs, book_jobs):
+    settings_ = ProtocolSettings(start_difficulty=Fraction(16), min_difficulty=Fraction(1, 1000), max_jobs=max_jobs)
+    book = JobBook(max_jobs=book_jobs)
+    book.add(make_job(1, clean=True))
+    h = new_harness(settings_, book=book)
+    h.call("mining.extranonce.subscribe", [], id=0)
+    h.start()
+    model = BookModel(max_jobs)
+    jobs = {"1": book.get("1")}
+    seen = ["1"]
+
+    def observe(messages, job_of):
+        """Record into the model what the connection sent: set_difficulty lowers, notify records."""
+        for m in messages:
+            if m.get("method") == "mining.set_difficulty":
+                d = Fraction(str(m["params"][0]))
+                model.lower(d)
+            elif m.get("method") == "mining.notify":
+                wire_id = m["params"][0]
+                seen.append(wire_id)
+                model.record(wire_id, job_of(wire_id), h.conn.difficulty, h.conn.extranonce1)
+
+    model.record("1", jobs["1"], h.conn.difficulty, h.conn.extranonce1)
+    n = 1
+    for op, arg in ops:
+        if op == "new":
+            n += 1
+            job = make_job(n)
+            jobs[job.job_id] = job
+            book.add(job)
+            if arg < 0.8:
+                observe(h.notify(job), lambda wid: jobs[wid])
+        elif op == "again":
+            live = [j for j in jobs.values() if book.get(j.job_id) is j]
+            job = live[arg % len(live)]
+            if arg % 2:
+                book.add(job)
+            observe(h.notify(job), lambda wid: jobs[wid])
+        elif op == "foreign":
+            job = make_job(0x1000 + arg)
+            observe(h.notify(job), lambda wid, job=job: job)
+        elif op == "difficulty":
+            observe(h.process(h.conn._change_difficulty(Fraction(arg), h.now)), lambda wid: jobs[wid.rsplit(".", 1)[0]])
+        else:
+            observe(h.process(h.conn.renew_extranonce(h.now)), lambda wid: jobs[wid.rsplit(".", 1)[0]])
+        for wire_id in {*seen, "zz"}:
+            expected = model.lookup(wire_id, book)
+            got = h.conn.sent_job(wire_id)
+            assert (None if got is None else (got.job, got.difficulty, got.extranonce1)) == expected, (wire_id, ops)
+    assert h.conn._count == len(model.sent)
+
+
+def test_a_broadcast_adds_nothing_to_a_connection():
+    """At one difficulty every broadcast job extends one run: no object per job per connection."""
+    h = new_harness(ProtocolSettings(max_jobs=8))
+    h.start()
+    assert not hasattr(h.conn, "__dict__")
+    entry = h.conn._tail
+    for n in range(2, 40):
+        h.conn.jobs.add(make_job(n))
+        assert h.conn.job_notification(h.conn.jobs.current, 0.0, None) is h.conn.jobs.current.notify_line
+    assert h.conn._sent == [entry] and h.conn._count == 8
+    assert h.conn.sent_job(f"{39 - 8:x}") is None and h.conn.sent_job(f"{39 - 7:x}") is not None
+
+
+def test_reissued_ids_are_not_reused_after_a_resume():
+    registry = SessionRegistry(ExtranonceAllocator(4, server_id=2), resume_window=60)
+    book = JobBook()
+    book.add(make_job(1))
+    a = new_harness(SETTINGS, book=book, registry=registry)
+    a.start()
+    first = notifies(a.process(a.conn._change_difficulty(Fraction(64), a.now)))[0][0]
+    a.conn.connection_closed(1.0)
+    b = new_harness(SETTINGS, book=book, registry=registry)
+    b.subscribe("cgminer", a.conn.session_id)
+    b.authorize()
+    second = notifies(b.process(b.conn._change_difficulty(Fraction(128), b.now)))[0][0]
+    assert first == "1.1" and second == "1.2"
+    assert b.submit(first, nonce=1)["result"] is True and b.submitted[-1].difficulty == 64
+
+
+def test_network_difficulty_is_checked_again_after_a_difficulty_change():
+    """The broadcast compares with the network difficulty once per change of either."""
+    h = new_harness(SETTINGS)
+    h.start()
+    net = Fraction(100)
+    assert methods(h.notify(make_job(2), network_difficulty=net)) == ["mining.notify"]
+    h.conn._change_difficulty(Fraction(4096), h.now)  # (no clamp here: above the network)
+    out = h.notify(make_job(3), network_difficulty=net)  # the same Fraction object
+    assert methods(out) == ["mining.set_difficulty", "mining.notify"] and difficulties(out) == [100]

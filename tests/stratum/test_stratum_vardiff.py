@@ -8,7 +8,7 @@ from fractions import Fraction
 import pytest
 
 from stratum.protocol import ProtocolSettings
-from stratum.vardiff import Vardiff, VardiffSettings, poisson_cdf, quantize_difficulty
+from stratum.vardiff import Vardiff, VardiffSettings, _lower_tail_below, _upper_tail_below, poisson_cdf, quantize_difficulty
 from tests.stratum.helpers import difficulties, new_harness
 from tests.stratum.simulation import TWO32, simulate
 
@@ -135,3 +135,23 @@ def test_miners_reach_and_hold_the_target_share_rate(hashrate, firmware, seed):
     assert result.over_credited == 0
     # The credited work is the hashed work (the miner is paid for what it did).
     assert result.credited_work == pytest.approx(result.hashed_work, rel=0.05)
+
+
+# --- the arithmetic shortcuts give the plain formulas' answers ------------------------------
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.001, 0.25, 0.5])
+def test_poisson_tail_shortcuts_agree_with_the_sums(alpha):
+    means = [0.0, 1e-9, 0.05, 0.3, 0.69, 1.0, 1.5, 2.0, 2.7, 3.0, 9.99, 10.0, 10.01, 33.3, 99.5, 250.0, 699.9, 700.0, 745.5, 900.0]
+    for mean in means:
+        for k in range(0, 320):
+            assert _upper_tail_below(k, mean, alpha) == (1.0 - poisson_cdf(k - 1, mean) < alpha), (k, mean, alpha)
+            assert _lower_tail_below(k, mean, alpha) == (poisson_cdf(k, mean) < alpha), (k, mean, alpha)
+
+
+def test_vardiff_is_slotted_and_converts_each_difficulty_once():
+    v = Vardiff(VardiffSettings())
+    assert not hasattr(v, "__dict__")
+    d = Fraction(1, 3)
+    assert v._float(d) == float(d) and v._float(d) is v._float(d)
+    assert v._float(Fraction(10**400, 3 * 10**399)) == float(Fraction(10, 3))
