@@ -922,7 +922,12 @@ class StratumServer:
                 return
 
     async def _lines(self, session: ClientSession, buffer: LineBuffer, data: bytes) -> bool:
-        """The complete lines in ``data``, replies corked into one send; False to close."""
+        """The complete lines in ``data``, replies corked into one send; False to close.
+
+        Lines are handled synchronously; only an event that must wait (an
+        authorization, the in-flight cap, the rate limit) leaves that path,
+        uncorking first so nothing written sits in the cork while we wait.
+        """
         try:
             lines = buffer.feed(data)
         except LineTooLong as exc:
@@ -931,11 +936,40 @@ class StratumServer:
             if self.abuse.junk(session.host, trio.current_time(), LINE_TOO_LONG_WEIGHT):
                 self._ban(session.host, "junk")
             return False
+        proto = session.proto
+        assert proto is not None
         session.cork = []
+        now = trio.current_time()
         for line in lines:
-            if not await self._line(session, line):
-                self._uncork(session)  # e.g. the error reply before a close
+            wait = session.bucket.take(now)
+            if wait > 0:
+                # Over the message rate: stop reading this connection for a while
+                # (TCP back-pressure reaches the sender; nobody else waits).
+                self.stats["throttled"] += 1
+                if not self._uncork(session):
+                    return False
+                await trio.sleep(wait)
+                session.cork = []
+                now = trio.current_time()
+            session.last_line = now
+            bad = proto.bad_lines
+            events = proto.receive_line(line, now)
+            if proto.bad_lines > bad and self.abuse.junk(session.host, now):
+                self._ban(session.host, "junk")
+                self._uncork(session)
                 return False
+            while events:
+                i = self._act(session, events)
+                if i == len(events):
+                    break
+                follow = None if i < 0 else await self._act_waiting(session, events[i])
+                if follow is None:
+                    self._uncork(session)  # e.g. the error reply before a close
+                    self._sync_working(session)
+                    return False
+                events = follow + events[i + 1 :]
+                now = trio.current_time()
+            self._sync_working(session)
         return self._uncork(session)
 
     def _send_raw(self, session: ClientSession, data: bytes) -> bool:
@@ -950,65 +984,19 @@ class StratumServer:
         if which == "handshake" and self.abuse.junk(session.host, trio.current_time()):
             self._ban(session.host, "junk")
 
-    async def _line(self, session: ClientSession, line: bytes) -> bool:
-        """One complete line: rate limit, protocol, events. False when the connection must close."""
-        proto = session.proto
-        assert proto is not None
-        now = trio.current_time()
-        wait = session.bucket.take(now)
-        if wait > 0:
-            # Over the message rate: stop reading this connection for a while
-            # (TCP back-pressure reaches the sender; nobody else waits).
-            self.stats["throttled"] += 1
-            if not self._uncork(session):
-                return False
-            await trio.sleep(wait)
-            session.cork = []
-            now = trio.current_time()
-        session.last_line = now
-        bad = proto.bad_lines
-        events = proto.receive_line(line, now)
-        if proto.bad_lines > bad and self.abuse.junk(session.host, now):
-            self._ban(session.host, "junk")
-            return False
-        ok = await self._dispatch(session, events)
-        self._sync_working(session)
-        return ok
-
-    async def _dispatch(self, session: ClientSession, events: list[Event]) -> bool:
-        """Act on protocol events; False when the connection must close."""
-        proto = session.proto
-        assert proto is not None
-        pending = list(events)
-        while pending:
-            event = pending.pop(0)
+    def _act(self, session: ClientSession, events: list[Event]) -> int:
+        """Act on protocol events that need no waiting; returns the index of the first
+        that does (``len(events)`` when none), or -1 when the connection must close."""
+        for i, event in enumerate(events):
             if isinstance(event, Send):
                 if not self._send(session, event.data):
-                    return False
-            elif isinstance(event, AuthorizeRequested):
-                if not self._uncork(session):
-                    return False
-                ok, message = await self.backend.authorize(event.username, event.password)
-                if not ok:
-                    # Back-off: each recent refusal from this address doubles the wait.
-                    delay = self.abuse.auth_failed(session.host, trio.current_time())
-                    if delay > 0:
-                        self.stats["auth-backoff"] += 1
-                        await trio.sleep(delay)
-                session.cork = []
-                pending[:0] = proto.authorize_result(event.request_id, event.username, ok, message, trio.current_time())
+                    return -1
             elif isinstance(event, ShareSubmitted):
                 if session.inflight >= self.limits.max_pending_requests:
-                    if not self._uncork(session):
-                        return False
-                    await session.wait_inflight_below(self.limits.max_pending_requests)
-                    session.cork = []
-                share = event.share
-                if self.work_outdated and not share.stale:
-                    share = replace(share, stale=True)
-                    self.stats["shares-on-outdated-work"] += 1
-                session.inflight += 1
-                self._queue_share(session, event.request_id, share)
+                    return i
+                self._take_share(session, event)
+            elif isinstance(event, AuthorizeRequested):
+                return i
             elif isinstance(event, ShareRejected):
                 self.backend.share_rejected(event.worker, event.error)
                 if self.abuse.share(session.host, False, event.error.reason, trio.current_time()):
@@ -1020,8 +1008,38 @@ class StratumServer:
             elif isinstance(event, Close):
                 self.stats["closed-protocol"] += 1
                 log.info("closing %s: %s", session.peer, event.reason)
-                return False
-        return True
+                return -1
+        return len(events)
+
+    async def _act_waiting(self, session: ClientSession, event: Event) -> list[Event] | None:
+        """An event that must wait; returns the events that follow from it (None: close)."""
+        proto = session.proto
+        assert proto is not None
+        if not self._uncork(session):
+            return None
+        follow: list[Event] = []
+        if isinstance(event, AuthorizeRequested):
+            ok, message = await self.backend.authorize(event.username, event.password)
+            if not ok:
+                # Back-off: each recent refusal from this address doubles the wait.
+                delay = self.abuse.auth_failed(session.host, trio.current_time())
+                if delay > 0:
+                    self.stats["auth-backoff"] += 1
+                    await trio.sleep(delay)
+            follow = proto.authorize_result(event.request_id, event.username, ok, message, trio.current_time())
+        elif isinstance(event, ShareSubmitted):
+            await session.wait_inflight_below(self.limits.max_pending_requests)
+            self._take_share(session, event)
+        session.cork = []
+        return follow
+
+    def _take_share(self, session: ClientSession, event: ShareSubmitted) -> None:
+        share = event.share
+        if self.work_outdated and not share.stale:
+            share = replace(share, stale=True)
+            self.stats["shares-on-outdated-work"] += 1
+        session.inflight += 1
+        self._queue_share(session, event.request_id, share)
 
     def _queue_share(self, session: ClientSession, request_id: object, share: Share) -> None:
         """Queue a share for the next batch; the first share of a batch schedules its task.
