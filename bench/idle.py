@@ -45,7 +45,8 @@ UNLIMITED_CONNECTIONS = {"max_connections": 0, "max_connections_per_ip": 0}
 
 def server_settings() -> dict[str, Any]:
     return {
-        "devnet": {"port": 0},
+        # The regtest limit: a new block (for the after-jobs reading) in a couple of hashes.
+        "devnet": {"port": 0, "difficulty": "0.000000001"},
         "stratum": {"host": "127.0.0.1", "port": 0, "limits": UNLIMITED_CONNECTIONS},
         "metrics": {"port": 0},
     }
@@ -65,8 +66,19 @@ def _open(clients: list[Child], port: int, total: int, *, timeout: float = 600) 
     return ready, time.monotonic() - started
 
 
-def measure_single(tmp: Path, connections: int, *, floor: bool = False) -> dict[str, Any]:
-    """The pool (or, with ``floor``, the bare trio server) holding ``connections`` idle miners."""
+#: New jobs broadcast before the second memory reading: more than a connection's
+#: job book holds (protocol ``max_jobs``), so the steady state is measured, not
+#: a connection that has seen one job.
+JOBS_AFTER = 70
+
+
+def measure_single(tmp: Path, connections: int, *, floor: bool = False, jobs_after: int = JOBS_AFTER) -> dict[str, Any]:
+    """The pool (or, with ``floor``, the bare trio server) holding ``connections`` idle miners.
+
+    For the pool, a second reading follows ``jobs_after`` new blocks (each a
+    clean job broadcast to every miner): what a connection costs once its
+    job book is full, as it is after half an hour of real work.
+    """
     if floor:
         server = Child(module_args("triofloor"), log_path=tmp / "idle-floor.log")
     else:
@@ -82,16 +94,28 @@ def measure_single(tmp: Path, connections: int, *, floor: bool = False) -> dict[
         held, seconds = _open(clients, ready["port"], connections)
         time.sleep(1.0)
         after = server.call({"cmd": "stats"})
+        steady = None
+        if not floor and jobs_after:
+            for _ in range(jobs_after):
+                server.call({"cmd": "tip"}, timeout=120)
+            time.sleep(1.0)
+            steady = server.call({"cmd": "stats"})
     finally:
         for c in clients:
             c.close()
         server.close()
     if after["working"] != connections:
         raise BenchError(f"{after['working']} of {connections} connections working")
-    return {
+    result = {
         "connections": held, "working": after["working"], "open_seconds": seconds,
         "rss_before": before, "rss_after": after["rss"], "bytes_per_connection": (after["rss"] - before) / connections,
     }
+    if steady is not None:
+        if steady["working"] != connections:
+            raise BenchError(f"{steady['working']} of {connections} connections working after {jobs_after} jobs")
+        result.update(jobs_after=jobs_after, rss_after_jobs=steady["rss"],
+                      bytes_per_connection_after_jobs=(steady["rss"] - before) / connections)
+    return result
 
 
 def _sockets(pid: int) -> int:

@@ -109,11 +109,16 @@ def run_idle(tmp: Path, quick: bool) -> list[Row]:
     n = 5_000 if quick else 19_000
     floor = idle.measure_single(tmp, n, floor=True)
     pool = idle.measure_single(tmp, n)
+    worst = max(pool["bytes_per_connection"], pool.get("bytes_per_connection_after_jobs", 0.0))
+    steady = (
+        f"; {_kb(pool['bytes_per_connection_after_jobs'])} after {pool['jobs_after']} more jobs"
+        if "bytes_per_connection_after_jobs" in pool else ""
+    )
     return [Row(
         "idle", f"idle connections, one process ({n:,})",
-        f"{pool['working']:,} held, {_kb(pool['bytes_per_connection'])} per connection",
+        f"{pool['working']:,} held, {_kb(pool['bytes_per_connection'])} per connection with its first job{steady}",
         f"bare trio: {_kb(floor['bytes_per_connection'])} per connection",
-        ">= 19,000 at <= 8 KB", _met(pool["working"] >= 19_000 and pool["bytes_per_connection"] <= 8192),
+        ">= 19,000 at <= 8 KB", _met(pool["working"] >= 19_000 and worst <= 8192),
     )]
 
 
