@@ -45,6 +45,7 @@ from pool.node import NodeError, NodeUnavailable
 from pool.storage.models import (
     BATCH_CONFIRMED,
     BATCH_DRAFT,
+    BATCH_EXPORTED,
     BATCH_FAILED,
     BATCH_SENT,
     LedgerEntry,
@@ -74,8 +75,6 @@ from .maturity import MaturityReport, NodeRPC, update_maturity
 
 # "draft" in the storage schema's words: written, not known to be sent.
 BATCH_PREPARED = BATCH_DRAFT
-# Written to a file for an operator to sign; the money is debited.
-BATCH_EXPORTED = "exported"
 
 KEY_PREFIX = "stope-payout-"
 COIN = 100_000_000

@@ -46,7 +46,7 @@ from prometheus_client import (
     Histogram,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from stratum import errors as stratum_errors
@@ -67,6 +67,7 @@ from .node import NodeClient, NodeError, NodeUnavailable
 
 if TYPE_CHECKING:
     from .jobs import Job
+    from .storage.writer import WriterStats
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,33 @@ class SamplerSources:
     db_queue_depth: Callable[[], int] | None = None
     spool_bytes: Callable[[], int] | None = None
     payouts: Callable[[], Awaitable[PayoutFigures]] | None = None
+    writer: Callable[[], WriterStats] | None = None
+    """The share writer's health (``ShareWriter.stats``): the stope_db_* and
+    stope_spool_* figures below. Duck-typed: anything with WriterStats' fields."""
+
+
+# The share writer's state, exported as gauges from each sample:
+# (metric name, WriterStats field, help text); booleans as 0/1.
+WRITER_GAUGES = (
+    ("stope_db_up", "db_up",
+     "1 while the share writer's database commits succeed; 0 from a failed commit until one succeeds "
+     "(accepted shares keep going into the spool meanwhile)"),
+    ("stope_spool_full", "spool_full", "1 while the share spool is at spool_max_bytes and new shares are refused"),
+    ("stope_spool_segments", "spool_segments",
+     "Spool segment files on disk (each is deleted once all its records are committed)"),
+)
+# The share writer's running totals, exported as counters from each sample:
+# (metric name without _total, WriterStats field, help text).
+WRITER_TOTALS = (
+    ("stope_db_rows_written", "rows_written", "Share rows the writer inserted (a share already stored is not counted)"),
+    ("stope_db_rows_duplicate", "rows_duplicate",
+     "Share rows skipped as already stored: spool replays after a crash or an outage, retried batches"),
+    ("stope_db_outages", "outages", "Times the database became unavailable to the share writer"),
+    ("stope_db_quarantined_records", "quarantined",
+     "Records the database refused (kept in the spool's quarantine.spool for `stope db replay`)"),
+    ("stope_spool_fsyncs", "fsyncs", "Group fsyncs of the share spool (many shares each)"),
+    ("stope_spool_refused_shares", "spool_refused", "Shares refused because the spool was full (spool_max_bytes)"),
+)
 
 
 class RPC(Protocol):
@@ -245,6 +273,11 @@ class PoolMetrics:
         self.spool_bytes = Gauge(
             "stope_spool_bytes", "Bytes of share records spooled to disk while the database is unavailable", registry=r
         )
+        # The share writer's health (WRITER_GAUGES, WRITER_TOTALS) from
+        # SamplerSources.writer: absent until a writer is wired and sampled, so a
+        # process without one never reads as "database down".
+        self._writer_export = _SnapshotCollector()
+        r.register(self._writer_export)
         # --- payouts and luck ------------------------------------------------------------
         self.pps_liability = Gauge(
             "stope_pps_liability_sats", "PPS credits not yet covered by found blocks (0 until a ledger is wired)", registry=r
@@ -446,6 +479,13 @@ class PoolMetrics:
             self.db_queue_depth.set(sources.db_queue_depth())
         if sources.spool_bytes is not None:
             self.spool_bytes.set(sources.spool_bytes())
+        if sources.writer is not None:
+            stats = sources.writer()
+            self.sample_writer(stats)
+            if sources.db_queue_depth is None:
+                self.db_queue_depth.set(stats.pending)
+            if sources.spool_bytes is None:
+                self.spool_bytes.set(stats.spool_bytes)
         if sources.payouts is not None:
             try:
                 figures = await sources.payouts()
@@ -461,6 +501,15 @@ class PoolMetrics:
                     self.pps_reserve_required.set(figures.pps_reserve_required_sats)
                 self.payout_ledger_up.set(1)
         self.update(time.monotonic())
+
+    def sample_writer(self, stats: WriterStats) -> None:
+        """Set the stope_db_* / stope_spool_* figures from one writer snapshot."""
+        families: list[Metric] = []
+        for name, field, documentation in WRITER_GAUGES:
+            families.append(GaugeMetricFamily(name, documentation, value=float(getattr(stats, field))))
+        for name, field, documentation in WRITER_TOTALS:
+            families.append(CounterMetricFamily(name, documentation, value=float(getattr(stats, field))))
+        self._writer_export.families = families
 
     async def run_sampler(
         self, sources: SamplerSources, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -201,13 +201,7 @@ class Pool:
     async def _record_many(self, records: list[ShareRecord]) -> StratumError | None:
         """Spool shares with one fsync wait; all or none are durable (then `true` may go out)."""
         try:
-            record_many = getattr(self.writer, "record_many", None)  # TEMP until the writer has it
-            if record_many is not None:
-                await record_many(records)
-            else:
-                async with trio.open_nursery() as nursery:
-                    for r in records:
-                        nursery.start_soon(self.writer.record, r)
+            await self.writer.record_many(records)
         except SpoolFull:
             self.metrics.shares_rejected.labels(STORAGE_FULL.reason).inc(len(records))
             return STORAGE_FULL
@@ -276,8 +270,7 @@ class Pool:
                 recorded.append(i)
         if blocks:
             async with trio.open_nursery() as nursery:
-                for i, check in blocks:
-                    nursery.start_soon(self._block_share, shares[i], jobs[i], check, results, i)
+                nursery.start_soon(self._block_shares, blocks, shares, jobs, results)
                 if records:
                     refused = await self._record_many(records)
         elif records:
@@ -317,6 +310,14 @@ class Pool:
             self.best_share = hash_difficulty(best)
             metrics.best_share_difficulty.set(float(self.best_share))
 
+    async def _block_shares(
+        self, blocks: list[tuple[int, Check]], shares: Sequence[Share], jobs: list[Job | None], results: list[StratumError | None]
+    ) -> None:
+        """Blocks of one batch, one after another in arrival order: the first found goes
+        out first (two at one height compete, and the earlier one should win)."""
+        for i, check in blocks:
+            await self._block_share(shares[i], jobs[i], check, results, i)
+
     async def _block_share(self, share: Share, job: Job | None, check: Check, results: list[StratumError | None], i: int) -> None:
         """A share that solves a block: submitted to the nodes while it is spooled."""
         assert job is not None
@@ -347,6 +348,7 @@ def _start_metrics_tasks(nursery: trio.Nursery, settings: Settings, pool: Pool, 
         subscriptions=lambda: count_subscribed(pool.stratum.sessions),
         db_queue_depth=lambda: pool.writer.pending,
         spool_bytes=lambda: pool.writer.stats().spool_bytes,
+        writer=pool.writer.stats,
         payouts=payout_figures_provider(pool.writer.engine, policy_from_settings(settings)),
     )
     nursery.start_soon(metrics.run_sampler, sources)

@@ -297,6 +297,7 @@ async def run_worker(spec: WorkerSpec, link: Link, stop: trio.Event) -> None:
                     subscriptions=lambda: count_subscribed(pool.stratum.sessions),
                     db_queue_depth=lambda: writer.pending,
                     spool_bytes=lambda: writer.stats().spool_bytes,
+                    writer=writer.stats,
                 ),
             )
             warm = await trio.to_thread.run_sync(pool.validator.checker.warm_up)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -37,7 +38,9 @@ BATCH_DRAFT = "draft"
 BATCH_SENT = "sent"
 BATCH_CONFIRMED = "confirmed"
 BATCH_FAILED = "failed"
-BATCH_STATUSES = (BATCH_DRAFT, BATCH_SENT, BATCH_CONFIRMED, BATCH_FAILED)
+# Written to a CSV for an operator to sign and send (the money is debited).
+BATCH_EXPORTED = "exported"
+BATCH_STATUSES = (BATCH_DRAFT, BATCH_SENT, BATCH_CONFIRMED, BATCH_FAILED, BATCH_EXPORTED)
 
 # A BigInteger primary key that is still SQLite's rowid alias (INTEGER PRIMARY KEY).
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -61,6 +64,23 @@ class ExactFraction(TypeDecorator[Fraction]):
 
     def process_result_value(self, value: str | None, dialect) -> Fraction | None:  # type: ignore[override]
         return None if value is None else Fraction(value)
+
+
+class HexHash(TypeDecorator[str]):
+    """A 256-bit hash, given and read as display hex, stored as its 32 raw bytes
+    (BLOB / bytea): half the bytes of the hex text in the table and in its
+    unique index (revision 0003)."""
+
+    impl = LargeBinary()
+    cache_ok = True
+
+    def process_bind_param(self, value: str | bytes | None, dialect) -> bytes | None:  # type: ignore[override]
+        if value is None or isinstance(value, bytes):
+            return value
+        return bytes.fromhex(value)
+
+    def process_result_value(self, value: bytes | None, dialect) -> str | None:  # type: ignore[override]
+        return None if value is None else bytes(value).hex()
 
 
 class LongExactFraction(ExactFraction):
@@ -112,10 +132,14 @@ class Share(Base):
     __tablename__ = "shares"
     __table_args__ = (Index("ix_shares_created_at", "created_at"), Index("ix_shares_worker", "worker_id", "created_at"))
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    # The share's header hash (display hex): unique per share, so a replayed
-    # spool never double-counts (inserts are ON CONFLICT DO NOTHING on it).
-    share_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+    # The share's header hash (display hex in Python, 32 bytes stored): unique per
+    # share, so a replayed spool never double-counts (inserts are ON CONFLICT DO
+    # NOTHING on it).
+    share_hash: Mapped[str] = mapped_column(HexHash(), unique=True)
+    # A workers.id, with no FOREIGN KEY since revision 0003 (a per-row check on
+    # the hottest insert); the writer only stores ids it resolved in the same
+    # transaction, and workers are never deleted. Join explicitly on Worker.id.
+    worker_id: Mapped[int] = mapped_column(Integer)
     job_id: Mapped[str] = mapped_column(String(32))
     height: Mapped[int] = mapped_column(Integer)
     difficulty: Mapped[Fraction] = mapped_column(ExactFraction())

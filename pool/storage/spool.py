@@ -1,8 +1,10 @@
 """Write-ahead spool: an accepted share is on local disk before the miner hears ``true``.
 
-Records are appended to segment files as CRC-checked frames. Appends made
-while one fsync is running form the next group, so many shares share one
-fsync (group commit), with at most one fsync per ``fsync_interval``. Segments
+Records are appended to segment files as CRC-checked frames; one
+``append_many`` call (the shares of one read from a miner, say) is one frame
+holding all its shares, so JSON and CRC work is per call, not per share.
+Appends made while one fsync is running form the next group, so many callers
+share one fsync (group commit), with at most one fsync per ``fsync_interval``. Segments
 rotate by size and age; the writer deletes a segment only once every record
 in it is committed to the database. Whatever is left on disk after a crash is
 replayed at the next start (share inserts are idempotent, so replaying rows
@@ -34,11 +36,18 @@ log = logging.getLogger(__name__)
 # What the spool holds and hands to the writer: shares already in their stored form.
 SpoolEntry = ShareRow | BlockRecord
 
-# Frame: payload length, CRC32 of the payload, payload (compact JSON).
+# Frame: payload length, CRC32 of the payload, payload (compact JSON). A payload is
+# one record, a list tagged "s" (share) or "b" (block), or many shares: "S" then
+# each share as a plain list (``ShareRow`` order). Readers take all three, so a
+# spool written by an older version (single-record frames only) replays as is.
 _HEADER = struct.Struct("<II")
 MAX_PAYLOAD = 1 << 20
+# Shares per multi-share frame at most (~250 bytes each: well under MAX_PAYLOAD;
+# a frame that still comes out too big is split further).
+FRAME_SHARES = 2000
 SEGMENT_PREFIX = "seg-"
 SEGMENT_SUFFIX = ".spool"
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class SpoolError(RuntimeError):
@@ -64,22 +73,75 @@ def encode_entry(entry: SpoolEntry | ShareRecord, rows: ShareRows | None = None)
             "b", entry.height, entry.hash, entry.prevhash, entry.address, entry.worker,
             entry.reward, entry.status, entry.submit_result,
         ]
-    return json.dumps(row, separators=(",", ":")).encode()
+    return _dumps(row).encode()
 
 
-def decode_entry(payload: bytes) -> SpoolEntry:
-    row = json.loads(payload)
-    if row[0] == "s":
-        _, h, address, worker, job_id, height, diff, ndiff, is_block, created_at = row
-        return ShareRow(h, address, worker, job_id, height, diff, ndiff, bool(is_block), created_at)
-    if row[0] == "b":
-        _, height, h, prevhash, address, worker, reward, status, submit_result = row
-        return BlockRecord(height, h, prevhash, address, worker, reward, status, submit_result)
-    raise ValueError(f"unknown spool record tag {row[0]!r}")
+def encode_shares(rows: Sequence[ShareRow]) -> bytes:
+    """Many shares as one payload: "S" and each row as a list."""
+    return _dumps(["S", *rows]).encode()
 
 
 def frame(payload: bytes) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _share_frames(rows: Sequence[ShareRow], out: list[bytes]) -> None:
+    for i in range(0, len(rows), FRAME_SHARES):
+        chunk = rows[i : i + FRAME_SHARES]
+        payload = encode_shares(chunk) if len(chunk) > 1 else encode_entry(chunk[0])
+        if len(payload) > MAX_PAYLOAD and len(chunk) > 1:
+            half = len(chunk) // 2
+            _share_frames(chunk[:half], out)
+            _share_frames(chunk[half:], out)
+        else:
+            out.append(_checked_frame(payload))
+
+
+def _checked_frame(payload: bytes) -> bytes:
+    if len(payload) > MAX_PAYLOAD:  # a reader would take it for damage: refuse it now
+        raise SpoolError(f"spool record of {len(payload)} bytes is over the {MAX_PAYLOAD}-byte frame limit")
+    return frame(payload)
+
+
+def encode_frames(entries: Sequence[SpoolEntry]) -> bytes:
+    """Framed bytes for ``entries``, in order: runs of shares as multi-share
+    frames, a single share or a block as a frame of its own."""
+    out: list[bytes] = []
+    if set(map(type, entries)) == {ShareRow}:  # the usual case: shares only
+        _share_frames(entries, out)  # type: ignore[arg-type]
+        return b"".join(out)
+    run_start = 0
+    for i, e in enumerate(entries):
+        if type(e) is not ShareRow:
+            if i > run_start:
+                _share_frames(entries[run_start:i], out)
+            out.append(_checked_frame(encode_entry(e)))
+            run_start = i + 1
+    if run_start < len(entries):
+        _share_frames(entries[run_start:], out)
+    return b"".join(out)
+
+
+def decode_entry(payload: bytes) -> SpoolEntry:
+    """A single-record payload (see ``decode_entries`` for any payload)."""
+    entries = decode_entries(payload)
+    if len(entries) != 1:
+        raise ValueError(f"expected one spool record, found {len(entries)}")
+    return entries[0]
+
+
+def decode_entries(payload: bytes) -> list[SpoolEntry]:
+    row = json.loads(payload)
+    tag = row[0]
+    if tag == "S":
+        return [ShareRow(*r) for r in row[1:]]
+    if tag == "s":
+        _, h, address, worker, job_id, height, diff, ndiff, is_block, created_at = row
+        return [ShareRow(h, address, worker, job_id, height, diff, ndiff, bool(is_block), created_at)]
+    if tag == "b":
+        _, height, h, prevhash, address, worker, reward, status, submit_result = row
+        return [BlockRecord(height, h, prevhash, address, worker, reward, status, submit_result)]
+    raise ValueError(f"unknown spool record tag {tag!r}")
 
 
 @dataclass(frozen=True)
@@ -113,7 +175,7 @@ def decode_segment(data: bytes) -> Decoded:
         if zlib.crc32(payload) != crc:
             return Decoded(entries, pos, corrupt_bytes=end - pos)
         try:
-            entries.append(decode_entry(payload))
+            entries.extend(decode_entries(payload))
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             log.error("undecodable spool record at byte %d: %s", pos, exc)
             return Decoded(entries, pos, corrupt_bytes=end - pos)
@@ -267,16 +329,26 @@ class Spool:
 
     async def append(self, entry: SpoolEntry | ShareRecord) -> None:
         """Return once ``entry`` is fsynced; raise ``SpoolFull``/``SpoolError`` if it is not."""
+        await self.append_many((entry,))
+
+    async def append_many(self, entries: Sequence[SpoolEntry | ShareRecord]) -> None:
+        """Return once every one of ``entries`` is fsynced (one frame, one wait).
+
+        All or nothing: ``SpoolFull`` refuses the whole call before anything is
+        written; ``SpoolError`` (the disk failed) means none may be acknowledged.
+        """
         if self._closed:
             raise SpoolError("spool stopped: the pool is shutting down")
-        if isinstance(entry, ShareRecord):
-            entry = self._rows(entry)
-        data = frame(encode_entry(entry))
-        if self.size_bytes + self._group.nbytes + len(data) > self.max_bytes:
-            self._refuse()
+        if not entries:
+            return
+        convert = self._rows
+        items: list[SpoolEntry] = [convert(e) if isinstance(e, ShareRecord) else e for e in entries]
+        data = encode_frames(items)
         group = self._group
+        if self.size_bytes + group.nbytes + len(data) > self.max_bytes:
+            self._refuse(len(items))
         group.frames.append(data)
-        group.entries.append(entry)
+        group.entries.extend(items)
         group.nbytes += len(data)
         self._wake.set()
         await group.done.wait()
@@ -289,8 +361,8 @@ class Spool:
             if group is not None and group.entries:
                 await group.done.wait()
 
-    def _refuse(self) -> None:
-        self.refused += 1
+    def _refuse(self, records: int = 1) -> None:
+        self.refused += records
         self.full = True
         now = trio.current_time()
         if now - self._last_full_log >= 5.0:

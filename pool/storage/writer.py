@@ -1,9 +1,9 @@
 """The share writer: spool first (durable, before the miner hears ``true``),
 then batches into the database from a bounded in-memory queue, off the event loop.
 
-Flow of one accepted share::
+Flow of accepted shares::
 
-    Pool.submit_share --await record()--> Spool (group fsync) --on_durable--> queue
+    Pool.submit_shares --await record_many()--> Spool (one frame, group fsync) --on_durable--> queue
         --batch--> ShareStore.write (worker thread, one transaction)
         --> segment fully committed and sealed --> segment file deleted
 
@@ -31,7 +31,7 @@ import trio
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from .records import BlockRecord, ShareRecord, ShareRow
+from .records import BlockRecord, ShareRecord
 from .spool import (
     Segment,
     Spool,
@@ -41,7 +41,7 @@ from .spool import (
     encode_entry,
     frame,
 )
-from .store import InsertMethod, ShareStore, WorkerDirectory, write_block, write_shares
+from .store import BadShareRecord, InsertMethod, ShareStore, WorkerDirectory, write_block, write_shares
 
 __all__ = [
     "ShareWriter",
@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 # The database refused these rows themselves: retrying the same batch cannot help.
 POISON_ERRORS: tuple[type[BaseException], ...] = (
     IntegrityError, DataError, psycopg.IntegrityError, psycopg.DataError, sqlite3.IntegrityError, sqlite3.DataError,
+    BadShareRecord,
 )
 # Anything else from the database or the disk: assume it is down and retry.
 STORAGE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, psycopg.Error, sqlite3.Error, OSError)
@@ -125,7 +126,10 @@ class ShareWriter:
         self.retry_min = retry_min
         self.retry_max = retry_max
         self._prepare = prepare
-        self._queue: deque[tuple[Segment, SpoolEntry]] = deque()
+        # Chunks of records in arrival order, each from one spool group (one fsync)
+        # and so from one segment; ``_queued`` counts the records in them.
+        self._queue: deque[tuple[Segment, Sequence[SpoolEntry]]] = deque()
+        self._queued = 0
         self._inflight = 0
         self._work = trio.Event()
         self._changed = trio.Event()
@@ -142,13 +146,19 @@ class ShareWriter:
         self._last_down_log = -math.inf
 
     # --- the hot path --------------------------------------------------------------
-    async def record(self, record: ShareRecord) -> None:
-        """Return once the share is durable (fsynced); only then may it be acknowledged.
+    async def record_many(self, records: Sequence[ShareRecord]) -> None:
+        """Return once every share in ``records`` is durable (fsynced): one wait,
+        one spool frame for all of them. Only then may they be acknowledged.
 
-        Raises ``SpoolFull`` (back-pressure: the database is not keeping up)
-        or ``SpoolError`` (the disk failed); the share must then be refused.
+        All or nothing: raises ``SpoolFull`` (back-pressure: the database is not
+        keeping up) or ``SpoolError`` (the disk failed) for the whole batch, and
+        then none of them may be acknowledged.
         """
-        await self.spool.append(record)
+        await self.spool.append_many(records)
+
+    async def record(self, record: ShareRecord) -> None:
+        """``record_many([record])``: return once the share is durable (fsynced)."""
+        await self.spool.append_many((record,))
 
     async def record_block(self, record: BlockRecord) -> None:
         """Durably record a found block (inserted, or its status updated, by hash)."""
@@ -157,12 +167,12 @@ class ShareWriter:
     # --- state ------------------------------------------------------------------------
     @property
     def queue_depth(self) -> int:
-        return len(self._queue)
+        return self._queued
 
     @property
     def pending(self) -> int:
         """Records acknowledged but not yet known to be committed."""
-        return len(self._queue) + self._inflight + self.spilled + self.spool.in_flight
+        return self._queued + self._inflight + self.spilled + self.spool.in_flight
 
     @property
     def idle(self) -> bool:
@@ -177,7 +187,7 @@ class ShareWriter:
     def stats(self) -> WriterStats:
         return WriterStats(
             db_up=self.db_up,
-            queue_depth=len(self._queue),
+            queue_depth=self._queued,
             pending=self.pending,
             spool_bytes=self.spool.size_bytes,
             spool_segments=len(self.spool.segments),
@@ -216,21 +226,25 @@ class ShareWriter:
 
     # --- spool callbacks (event loop) -----------------------------------------------
     def _on_durable(self, seg: Segment, entries: Sequence[SpoolEntry]) -> None:
-        for entry in entries:
-            if not seg.replay and len(self._queue) < self.queue_size:
-                self._queue.append((seg, entry))
-                continue
-            if not seg.replay:
+        left = len(entries)
+        if not seg.replay:
+            room = min(left, self.queue_size - self._queued)
+            if room > 0:
+                self._queue.append((seg, entries if room == left else entries[:room]))
+                self._queued += room
+                left -= room
+            if left:
                 seg.replay = True
                 if not self._spilling:
                     self._spilling = True
                     log.warning(
                         "share queue full (%d records): new shares stay in the spool only and are read back "
                         "from disk when the database catches up (spool %d bytes)",
-                        len(self._queue), self.spool.size_bytes,
+                        self._queued, self.spool.size_bytes,
                     )
-            seg.spilled += 1
-            self.spilled += 1
+        if left:
+            seg.spilled += left
+            self.spilled += left
         self._work.set()
         self._notify()
 
@@ -284,20 +298,38 @@ class ShareWriter:
                 self._notify()
                 await self._wait_work()
                 continue
-            if len(self._queue) < self.batch_size:
+            if self._queued < self.batch_size:
                 with trio.move_on_after(self.flush_interval):
-                    while len(self._queue) < self.batch_size:
+                    while self._queued < self.batch_size:
                         await self._wait_work()
-            n = min(self.batch_size, len(self._queue))
-            batch = [self._queue.popleft() for _ in range(n)]
-            self._inflight = n
+            batch, done = self._take(self.batch_size)
+            self._inflight = len(batch)
             try:
-                await self._commit([entry for _, entry in batch])
+                await self._commit(batch)
             finally:
                 self._inflight = 0
-            for seg, _ in batch:
-                seg.committed += 1
+            for seg, n in done:
+                seg.committed += n
             self._notify()
+
+    def _take(self, limit: int) -> tuple[list[SpoolEntry], list[tuple[Segment, int]]]:
+        """Up to ``limit`` queued records, oldest first, and how many from each segment."""
+        batch: list[SpoolEntry] = []
+        done: list[tuple[Segment, int]] = []
+        queue = self._queue
+        while queue and len(batch) < limit:
+            seg, entries = queue.popleft()
+            room = limit - len(batch)
+            if len(entries) > room:
+                queue.appendleft((seg, entries[room:]))
+                entries = entries[:room]
+            batch.extend(entries)
+            if done and done[-1][0] is seg:
+                done[-1] = (seg, done[-1][1] + len(entries))
+            else:
+                done.append((seg, len(entries)))
+        self._queued -= len(batch)
+        return batch, done
 
     async def _retire_done(self) -> None:
         for seg in [s for s in self.spool.segments if s.done]:
@@ -361,7 +393,7 @@ class ShareWriter:
             return
 
     def _count(self, entries: Sequence[SpoolEntry], inserted: int) -> None:
-        shares = sum(1 for e in entries if isinstance(e, ShareRow))
+        shares = len(entries) - list(map(type, entries)).count(BlockRecord)
         self.rows_written += inserted
         self.rows_duplicate += shares - inserted
         self.batches += 1

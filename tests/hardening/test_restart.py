@@ -90,7 +90,8 @@ def stored_hashes(tmp_path: Path) -> set[str]:
     engine = create_engine(f"sqlite:///{(tmp_path / 'data' / 'stope.sqlite3').as_posix()}")
     try:
         with engine.connect() as conn:
-            return {row[0] for row in conn.execute(text("SELECT share_hash FROM shares"))}
+            # Raw SQL sees the stored form: 32 bytes (the ORM speaks hex).
+            return {bytes(row[0]).hex() for row in conn.execute(text("SELECT share_hash FROM shares"))}
     finally:
         engine.dispose()
 

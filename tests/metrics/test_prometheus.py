@@ -193,4 +193,4 @@ async def test_every_dashboard_query_returns_data(tmp_path: Path, prometheus_bin
     (target,) = targets["data"]["activeTargets"]
     assert target["labels"]["job"] == "stope" and target["health"] == "up"
     loaded = {rule["name"] for group in rules["data"]["groups"] for rule in group["rules"]}
-    assert "StopeConcentrationAboveThreshold" in loaded and len(loaded) == 8
+    assert "StopeConcentrationAboveThreshold" in loaded and len(loaded) == 10

@@ -24,7 +24,7 @@ def run(promtool: Path, *args: str) -> str:
 
 def test_check_rules(promtool: Path) -> None:
     out = run(promtool, "check", "rules", "alerts.yml")
-    assert "SUCCESS: 8 rules found" in out
+    assert "SUCCESS: 10 rules found" in out
 
 
 def test_alert_rule_unit_tests(promtool: Path) -> None:
@@ -72,5 +72,7 @@ def test_every_alert_has_a_firing_unit_test() -> None:
         "StopeSpoolGrowing",
         "StopeNodeBehind",
         "StopeConcentrationAboveThreshold",
+        "StopeDatabaseDown",
+        "StopeSpoolFull",
     ):
         assert name in alerts

@@ -10,7 +10,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
-from sqlalchemy import Engine, MetaData, inspect, select
+from sqlalchemy import Engine, MetaData, inspect, select, text
 from sqlalchemy.orm import Session
 
 from pool.cli import main
@@ -32,7 +32,7 @@ from pool.storage.models import (
     Worker,
 )
 from pool.storage.store import ShareStore
-from tests.storage.helpers import T0, make_share, share_count
+from tests.storage.helpers import T0, hash_counts, make_share, share_count, share_hash, write_legacy_shares
 
 ALL_TABLES = {"miners", "workers", "shares", "blocks", "payout_batches", "payout_batch_items", "ledger_entries", "share_aggregates"}
 
@@ -53,8 +53,8 @@ def tables(engine: Engine) -> set[str]:
     return set(inspect(engine).get_table_names()) - {"alembic_version"}
 
 
-def test_two_revisions_at_least():
-    assert head_revision() == "0002"
+def test_three_revisions():
+    assert head_revision() == "0003"
 
 
 def test_upgrade_from_empty_matches_models(engine: Engine):
@@ -70,7 +70,7 @@ def test_upgrade_from_previous_revision_keeps_data(engine: Engine):
     upgrade(engine, "0001")
     assert current_revision(engine) == "0001"
     assert "share_aggregates" not in tables(engine)
-    ShareStore(engine).write([make_share(i) for i in range(50)])
+    write_legacy_shares(engine, [make_share(i) for i in range(50)])
     with Session(engine) as session, session.begin():
         miner = session.scalar(select(Miner))
         batch = PayoutBatch(idempotency_key="b-1", status="draft")
@@ -90,6 +90,55 @@ def test_upgrade_from_previous_revision_keeps_data(engine: Engine):
         worker_id = session.scalar(select(Worker.id))
         session.add(ShareAggregate(worker_id=worker_id, bucket_start=T0, bucket_seconds=3600, share_count=1,
                                    difficulty_sum=Fraction(1, 3)))
+
+
+def stored_hash_column(engine: Engine) -> list:
+    """share_hash as the database itself holds it, in id order (no ORM type)."""
+    with engine.connect() as conn:
+        return [row[0] for row in conn.execute(text("SELECT share_hash FROM shares ORDER BY id"))]
+
+
+def worker_foreign_keys(engine: Engine) -> list:
+    return [fk for fk in inspect(engine).get_foreign_keys("shares") if fk["referred_table"] == "workers"]
+
+
+def test_upgrade_0002_to_0003_converts_hashes_in_place(engine: Engine):
+    """Hex text becomes 32 bytes, ids and order stay, the foreign key goes;
+    replaying the same shares afterwards still adds nothing."""
+    upgrade(engine, "0002")
+    shares = [make_share(i, worker=f"rig{i % 3}") for i in range(40)]
+    write_legacy_shares(engine, shares)
+    with engine.connect() as conn:
+        before = conn.execute(text("SELECT id, worker_id, created_at FROM shares ORDER BY id")).all()
+    assert stored_hash_column(engine) == [s.share_hash for s in shares]
+    assert worker_foreign_keys(engine)
+
+    upgrade(engine)
+    assert current_revision(engine) == "0003" and schema_diff(engine) == []
+    assert [bytes(h) for h in stored_hash_column(engine)] == [bytes.fromhex(s.share_hash) for s in shares]
+    assert not worker_foreign_keys(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, worker_id, created_at FROM shares ORDER BY id")).all() == before
+    with Session(engine) as session:  # the ORM still speaks hex
+        assert session.scalars(select(Share.share_hash).order_by(Share.id)).all() == [s.share_hash for s in shares]
+        assert session.scalar(select(Share.id).where(Share.share_hash == share_hash(7))) == before[7][0]
+    store = ShareStore(engine)
+    assert store.write(shares) == 0 and store.write(shares, replay=True) == 0  # still idempotent
+    assert store.write([make_share(1000)]) == 1
+    assert share_count(engine) == 41 and set(hash_counts(engine).values()) == {1}
+
+
+def test_downgrade_0003_restores_hex_and_foreign_key(engine: Engine):
+    upgrade(engine)
+    shares = [make_share(i) for i in range(5)]
+    ShareStore(engine).write(shares)
+    downgrade(engine, "0002")
+    assert current_revision(engine) == "0002"
+    assert stored_hash_column(engine) == [s.share_hash for s in shares]
+    assert worker_foreign_keys(engine)
+    upgrade(engine)  # and up again
+    assert schema_diff(engine) == [] and share_count(engine) == 5
+    assert [bytes(h) for h in stored_hash_column(engine)] == [bytes.fromhex(s.share_hash) for s in shares]
 
 
 def test_downgrade_to_previous_and_to_base(engine: Engine):
@@ -121,8 +170,8 @@ def test_cli_upgrade_and_current(db_url: str, engine: Engine):
     assert result.exit_code == 0, result.output
     assert "empty -> 0001" in result.output
     result = runner.invoke(main, ["db", "upgrade", "--url", db_url])
-    assert result.exit_code == 0 and "0001 -> 0002" in result.output
+    assert result.exit_code == 0 and "0001 -> 0003" in result.output
     result = runner.invoke(main, ["db", "current", "--url", db_url])
-    assert "current: 0002" in result.output and "head: 0002" in result.output
+    assert "current: 0003" in result.output and "head: 0003" in result.output
     assert share_count(engine) == 0
     assert Share.__tablename__ in tables(engine)

@@ -12,12 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pool.storage.records import BlockRecord, ShareRecord, ShareRows, share_row
+from pool.storage import spool as spool_module
 from pool.storage.spool import (
+    MAX_PAYLOAD,
     Spool,
     SpoolError,
     SpoolFull,
     decode_segment,
     encode_entry,
+    encode_frames,
     frame,
     segment_name,
 )
@@ -64,6 +67,58 @@ def test_share_rows_keep_values_exact(record, offset_hours):
     assert rows(local) == row  # the per-second cache gives the same answer
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(share_records | block_records, max_size=12), st.integers(1, 4))
+def test_multi_record_frames_round_trip(entries, frame_shares):
+    """append_many's encoding: runs of shares as multi-share frames (split every
+    ``frame_shares``), blocks as frames of their own, order kept."""
+    rows = ShareRows()
+    items = [rows(e) if isinstance(e, ShareRecord) else e for e in entries]
+    original = spool_module.FRAME_SHARES
+    spool_module.FRAME_SHARES = frame_shares
+    try:
+        data = encode_frames(items)
+    finally:
+        spool_module.FRAME_SHARES = original
+    decoded = decode_segment(data)
+    assert decoded.entries == items
+    assert decoded.good_bytes == len(data) and decoded.torn_bytes == decoded.corrupt_bytes == 0
+
+
+def test_old_single_record_frames_and_new_multi_frames_mix():
+    """A spool written before multi-share frames (one record a frame) still replays,
+    also when a newer run appended multi-share frames to the same directory."""
+    rows = ShareRows()
+    old = b"".join(frame(encode_entry(make_share(i))) for i in range(3))
+    new = encode_frames(rows.many([make_share(i) for i in range(3, 10)]))
+    assert new.count(b'["S",') == 1  # seven shares, one frame
+    decoded = decode_segment(old + new + old[:7])
+    assert [e.share_hash for e in decoded.entries] == [make_share(i).share_hash for i in range(10)]
+    assert decoded.torn_bytes == 7 and decoded.corrupt_bytes == 0
+
+
+def test_torn_multi_share_frame_drops_the_whole_call():
+    """A multi-share frame is one write: cut short, none of its shares come back
+    (none of them was acknowledged), the frames before it do."""
+    rows = ShareRows()
+    first = encode_frames(rows.many([make_share(i) for i in range(4)]))
+    second = encode_frames(rows.many([make_share(i) for i in range(4, 8)]))
+    decoded = decode_segment(first + second[:-1])
+    assert [e.share_hash for e in decoded.entries] == [make_share(i).share_hash for i in range(4)]
+    assert decoded.torn_bytes == len(second) - 1
+
+
+def test_record_over_the_frame_limit_is_refused():
+    huge = ShareRows()(make_share(0, worker="w" * (MAX_PAYLOAD + 1)))
+    with pytest.raises(SpoolError, match="frame limit"):
+        encode_frames([huge])
+    # Many shares that together pass the limit are split into frames that fit.
+    many = ShareRows().many([make_share(i, worker="w" * 2000) for i in range(1200)])
+    data = encode_frames(many)
+    decoded = decode_segment(data)
+    assert len(decoded.entries) == 1200 and decoded.good_bytes == len(data)
+
+
 def test_torn_tail_is_not_damage():
     frames = [frame(encode_entry(make_share(i))) for i in range(3)]
     whole = b"".join(frames)
@@ -103,6 +158,43 @@ async def test_group_commit_shares_fsyncs(tmp_path: Path):
     assert spool.fsyncs <= 10, spool.fsyncs  # 500 concurrent appends, a handful of fsyncs
     decoded = decode_segment(b"".join(p.read_bytes() for p in sorted(tmp_path.glob("seg-*"))))
     assert sorted(e.share_hash for e in decoded.entries) == sorted(make_share(i).share_hash for i in range(500))
+
+
+async def test_append_many_is_one_frame_and_one_wait(tmp_path: Path):
+    durable: list = []
+    spool = Spool(tmp_path, fsync_interval=0.005, on_durable=lambda seg, entries: durable.extend(entries))
+
+    async def body() -> None:
+        async with trio.open_nursery() as n:
+            for k in range(50):
+                n.start_soon(spool.append_many, [make_share(k * 10 + i) for i in range(10)])
+        await spool.append_many([])  # nothing to do, returns at once
+
+    await _with_spool(spool, body)
+    assert len(durable) == 500 == spool.appended and spool.fsyncs <= 10
+    data = b"".join(p.read_bytes() for p in sorted(tmp_path.glob("seg-*")))
+    assert data.count(b'["S",') == 50  # one frame per call
+    decoded = decode_segment(data)
+    assert sorted(e.share_hash for e in decoded.entries) == sorted(make_share(i).share_hash for i in range(500))
+    hashes = [e.share_hash for e in decoded.entries]
+    for k in range(50):  # each call's shares stay together, in order
+        at = hashes.index(make_share(k * 10).share_hash)
+        assert hashes[at : at + 10] == [make_share(k * 10 + i).share_hash for i in range(10)]
+
+
+async def test_append_many_is_refused_whole_when_full(tmp_path: Path):
+    spool = Spool(tmp_path, max_bytes=4000, fsync_interval=0)
+
+    async def body() -> None:
+        await spool.append_many([make_share(i) for i in range(5)])
+        with pytest.raises(SpoolFull):
+            await spool.append_many([make_share(i) for i in range(5, 100)])  # would not fit: none written
+        await spool.append_many([make_share(100)])
+
+    await _with_spool(spool, body)
+    assert spool.refused == 95 and spool.appended == 6
+    decoded = decode_segment(b"".join(p.read_bytes() for p in sorted(tmp_path.glob("seg-*"))))
+    assert [e.share_hash for e in decoded.entries] == [make_share(i).share_hash for i in [0, 1, 2, 3, 4, 100]]
 
 
 async def test_segments_rotate_by_size_and_age(tmp_path: Path):

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from pool.storage.db import make_engine, upgrade
 from pool.storage.models import Block, Miner, Share, Worker, as_utc
 from pool.storage.records import BlockRecord
-from pool.storage.spool import encode_entry, frame, segment_name
+from pool.storage.records import ShareRows
+from pool.storage.spool import SpoolFull, encode_entry, encode_frames, frame, segment_name
 from pool.storage.store import ShareStore
 from pool.storage.writer import QUARANTINE_FILE, ShareWriter
 from tests.storage.helpers import (
@@ -71,6 +72,82 @@ async def test_batched_writing(engine: Engine, tmp_path: Path):
         assert row.difficulty == Fraction(1, 10000) and row.network_difficulty == Fraction(3, 10000)
         assert (row.job_id, row.height, row.is_block) == (expected.job_id, expected.height, False)
         assert as_utc(row.created_at) == expected.created_at
+
+
+async def test_record_many_batches_end_to_end(engine: Engine, tmp_path: Path):
+    """record_many: one wait per call, a frame per call; every share lands once, in call order."""
+    writer = ShareWriter(engine, tmp_path / "spool", batch_size=300, flush_interval=0.01, segment_age=0.1)
+    calls = [[make_share(k * 25 + i, worker=f"rig{k % 4}") for i in range(25)] for k in range(80)]
+
+    async def body() -> None:
+        async with trio.open_nursery() as n:
+            for call in calls:
+                n.start_soon(writer.record_many, call)
+        await writer.record(make_share(10_000))  # record() is record_many([one])
+
+    await run_writer(writer, body)
+    assert share_count(engine) == 2001 == writer.rows_written and set(hash_counts(engine).values()) == {1}
+    assert writer.spool.fsyncs < 80 and writer.batches <= 20
+    with Session(engine) as session:
+        stored = session.scalars(select(Share.share_hash).order_by(Share.id)).all()
+    for call in calls:  # each call's shares committed together and in order
+        at = stored.index(call[0].share_hash)
+        assert stored[at : at + 25] == [s.share_hash for s in call]
+
+
+async def test_record_many_is_refused_whole_when_the_spool_is_full(engine: Engine, tmp_path: Path, monkeypatch):
+    writer = ShareWriter(engine, tmp_path / "spool", spool_max_bytes=6000, fsync_interval=0, retry_min=0.01, retry_max=0.01)
+    real_write = writer.store.write
+    down = True
+
+    def write(entries, **kwargs):  # type: ignore[no-untyped-def]
+        if down:
+            raise OperationalError("INSERT", {}, Exception("connection refused"))
+        return real_write(entries, **kwargs)
+
+    monkeypatch.setattr(writer.store, "write", write)
+
+    async def body() -> None:
+        nonlocal down
+        await writer.record_many([make_share(i) for i in range(5)])
+        while writer.db_up:  # the writer tried and found the database down
+            await trio.sleep(0.01)
+        with pytest.raises(SpoolFull):
+            await writer.record_many([make_share(i) for i in range(5, 200)])  # would not fit: none of them
+        stats = writer.stats()
+        assert stats.spool_full and stats.spool_refused == 195 and not stats.db_up
+        down = False
+
+    await run_writer(writer, body)
+    assert share_count(engine) == 5 and writer.rows_written == 5
+
+
+async def test_spool_of_old_and_new_frames_replays(engine: Engine, tmp_path: Path):
+    """Segments left by an older version (a frame per share) and by this one
+    (a frame per record_many call) replay alike."""
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    rows = ShareRows()
+    (spool_dir / segment_name(3)).write_bytes(b"".join(frame(encode_entry(make_share(i))) for i in range(100)))
+    (spool_dir / segment_name(4)).write_bytes(encode_frames(rows.many([make_share(i) for i in range(50, 300)])))
+    writer = ShareWriter(engine, spool_dir)
+    await run_writer(writer, trio.lowlevel.checkpoint)
+    assert share_count(engine) == 300 and writer.rows_duplicate == 50 and set(hash_counts(engine).values()) == {1}
+
+
+async def test_bad_share_hash_is_quarantined(engine: Engine, tmp_path: Path):
+    """A hash that is not 64 hex digits cannot be stored as 32 bytes: that one
+    record goes to quarantine, the rest of its batch is written."""
+    writer = ShareWriter(engine, tmp_path / "spool", batch_size=100, flush_interval=0.01)
+    bad = make_share(3)
+    bad = type(bad)(**{**bad.__dict__, "share_hash": "zz" * 32})
+
+    async def body() -> None:
+        await writer.record_many([bad if i == 3 else make_share(i) for i in range(20)])
+
+    await run_writer(writer, body)
+    assert share_count(engine) == 19 and writer.quarantined == 1 and writer.rows_written == 19
+    assert (tmp_path / "spool" / QUARANTINE_FILE).exists()
 
 
 def test_store_insert_is_idempotent(engine: Engine):
@@ -211,18 +288,27 @@ def test_timestamps_are_utc(engine: Engine):
 
 def test_ids_follow_arrival_order(engine: Engine):
     """PPLNS windows and compaction read shares.id order as the order shares were accepted."""
-    batch = [make_share(i) for i in range(2000)]  # hashes in random order
-    ShareStore(engine).write(batch)
+    batch = [make_share(i) for i in range(4500)]  # hashes in random order; several COPY / JSON chunks
+    store = ShareStore(engine)
+    store.write(batch)
+    # A replay (PostgreSQL: the stage-table path) keeps arrival order for the new rows too.
+    more = [make_share(i) for i in range(4500, 9000)]
+    assert store.write(batch[::3] + more, replay=True) == 4500
     with Session(engine) as session:
         stored = session.scalars(select(Share.share_hash).order_by(Share.id)).all()
-    assert stored == [s.share_hash for s in batch]
+    assert stored == [s.share_hash for s in batch + more]
 
 
 def test_copy_text_escapes():
+    from pool.storage.records import ShareRow
     from pool.storage.store import copy_text
 
-    assert copy_text([("a\\b", 3, "j\tx\ny", 5, "1/2", "3/4", True, "2025-01-01 00:00:00.000001")]) == (
-        "0\ta\\\\b\t3\tj\\tx\\ny\t5\t1/2\t3/4\tt\t2025-01-01 00:00:00.000001+00\n"
+    row = ShareRow("a\\b", "addr", "rig", "j\tx\ny", 5, "1/2", "3/4", True, "2025-01-01 00:00:00.000001")
+    assert copy_text([row], {("addr", "rig"): 3}, start=7) == (
+        "7\t\\\\xa\\\\b\t3\tj\\tx\\ny\t5\t1/2\t3/4\tt\t2025-01-01 00:00:00.000001+00\n"
+    )
+    assert copy_text([row], {("addr", "rig"): 3}, numbered=False) == (
+        "\\\\xa\\\\b\t3\tj\\tx\\ny\t5\t1/2\t3/4\tt\t2025-01-01 00:00:00.000001+00\n"
     )
 
 
