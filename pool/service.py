@@ -39,7 +39,7 @@ from .metrics import InstrumentedNodeClient, PoolMetrics, SamplerSources, count_
 from .network_stats import NetworkTracker
 from .node import NodePool
 from .storage.db import make_engine, try_upgrade, upgrade
-from .storage.records import ShareRecord
+from .storage.records import ShareRow, ShareRows
 from .storage.writer import ShareWriter, SpoolError, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,7 @@ class Pool:
             make_checker(c.backend, c.threads), max_batch=c.batch_size, deadline=c.batch_deadline_ms / 1000
         )
         self.submitter = BlockSubmitter(nodes, metrics, writer, in_flight=self.jobs.own_block_in_flight)
+        self._rows = ShareRows()  # share -> stored form, with its text caches
 
     def payout_outputs(self, value: int) -> list[TxOut]:
         return [TxOut(value, self.payout_script)]
@@ -184,21 +185,15 @@ class Pool:
         """Spool one share; `true` may be sent only after this returns None."""
         return await self._record_many([self._share_record(share, job, verdict.block_hash, is_block, _utcnow())])
 
-    def _share_record(self, share: Share, job: Job, block_hash: bytes, is_block: bool, now: dt.datetime) -> ShareRecord:
+    def _share_record(self, share: Share, job: Job, block_hash: bytes, is_block: bool, now: dt.datetime) -> ShareRow:
+        """The share in its stored form, made here once (no intermediate record object)."""
         address, worker = split_username(share.worker)
-        return ShareRecord(
-            share_hash=block_hash[::-1].hex(),
-            address=address,
-            worker=worker,
-            job_id=job.job_id,
-            height=job.height,
-            difficulty=share.difficulty,
-            network_difficulty=job_network_difficulty(job.network_target),
-            is_block=is_block,
-            created_at=now,
+        return self._rows.row(
+            block_hash[::-1].hex(), address, worker, job.job_id, job.height,
+            share.difficulty, job_network_difficulty(job.network_target), is_block, now,
         )
 
-    async def _record_many(self, records: list[ShareRecord]) -> StratumError | None:
+    async def _record_many(self, records: list[ShareRow]) -> StratumError | None:
         """Spool shares with one fsync wait; all or none are durable (then `true` may go out)."""
         try:
             await self.writer.record_many(records)
@@ -249,7 +244,7 @@ class Pool:
             return results
         self.metrics.share_validation_seconds.observe(time.perf_counter() - started)
         now = _utcnow()
-        records: list[ShareRecord] = []
+        records: list[ShareRow] = []
         recorded: list[int] = []
         blocks: list[tuple[int, Check]] = []
         refused: StratumError | None = None

@@ -31,7 +31,7 @@ import trio
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from .records import BlockRecord, ShareRecord
+from .records import BlockRecord, ShareRecord, ShareRow
 from .spool import (
     Segment,
     Spool,
@@ -146,7 +146,7 @@ class ShareWriter:
         self._last_down_log = -math.inf
 
     # --- the hot path --------------------------------------------------------------
-    async def record_many(self, records: Sequence[ShareRecord]) -> None:
+    async def record_many(self, records: Sequence[ShareRecord | ShareRow]) -> None:
         """Return once every share in ``records`` is durable (fsynced): one wait,
         one spool frame for all of them. Only then may they be acknowledged.
 
