@@ -136,6 +136,19 @@ async def wait_ready(proc: subprocess.Popen[bytes], log: Path) -> None:
             await trio.sleep(0.1)
 
 
+async def connect_to_both_workers(port: int, miners: list[Miner]) -> dict[int, list[Miner]]:
+    """Connect working miners (appended to ``miners``) until each of two workers has two,
+    told apart by the extranonce1 prefix; the kernel picks the worker for each connection."""
+    by_prefix: dict[int, list[Miner]] = {}
+    with trio.fail_after(30):
+        while len(miners) < 64 and (len(by_prefix) < 2 or min(len(v) for v in by_prefix.values()) < 2):
+            m = Miner(await trio.open_tcp_stream("127.0.0.1", port), f"m{len(miners)}")
+            await m.start()
+            miners.append(m)
+            by_prefix.setdefault(m.extranonce1[0], []).append(m)
+    return by_prefix
+
+
 async def test_two_workers_share_one_port_job_source_and_database(tmp_path: Path) -> None:
     port = free_port()
     config = write_config(tmp_path, port)
@@ -144,14 +157,7 @@ async def test_two_workers_share_one_port_job_source_and_database(tmp_path: Path
     miners: list[Miner] = []
     try:
         await wait_ready(proc, log)
-        # The kernel spreads connections over the two listeners; connect until both have some.
-        by_prefix: dict[int, list[Miner]] = {}
-        with trio.fail_after(30):
-            while len(miners) < 64 and (len(by_prefix) < 2 or min(len(v) for v in by_prefix.values()) < 2):
-                m = Miner(await trio.open_tcp_stream("127.0.0.1", port), f"m{len(miners)}")
-                await m.start()
-                miners.append(m)
-                by_prefix.setdefault(m.extranonce1[0], []).append(m)
+        by_prefix = await connect_to_both_workers(port, miners)
         assert sorted(by_prefix) == [0, 1], f"extranonce1 prefixes seen: {sorted(by_prefix)}"
         assert len({m.extranonce1 for m in miners}) == len(miners)
         first_prevhash = miners[0].notifies[-1][1]
@@ -243,13 +249,7 @@ async def test_a_ban_in_one_worker_is_a_ban_in_every_worker(tmp_path: Path) -> N
     miners: list[Miner] = []
     try:
         await wait_ready(proc, log)
-        by_prefix: dict[int, list[Miner]] = {}
-        with trio.fail_after(30):
-            while len(miners) < 64 and (len(by_prefix) < 2 or min(len(v) for v in by_prefix.values()) < 2):
-                m = Miner(await trio.open_tcp_stream("127.0.0.1", port), f"m{len(miners)}")
-                await m.start()
-                miners.append(m)
-                by_prefix.setdefault(m.extranonce1[0], []).append(m)
+        by_prefix = await connect_to_both_workers(port, miners)
         assert sorted(by_prefix) == [0, 1]
         offender = by_prefix[0][0]
         for _ in range(8):
