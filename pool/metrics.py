@@ -348,6 +348,25 @@ class PoolMetrics:
         self.pool_window.add(address, d, at)
         self.effort.add(d, float(network_difficulty), is_block=is_block)
 
+    def shares_accepted_together(self, shares: Iterable[tuple[str, str, float, float]], now: float | None = None) -> None:
+        """Accepted shares judged together (one batch, no block among them):
+        ``(address, worker, difficulty, network_difficulty)`` each.
+
+        The same as ``share_accepted`` for each, with every window fed once per
+        worker (the windows only add, and the shares share one ``now``).
+        """
+        at = time.monotonic() if now is None else now
+        per_worker: dict[tuple[str, str], float] = {}
+        effort = 0.0
+        for address, worker, d, n in shares:
+            key = (address, worker)
+            per_worker[key] = per_worker.get(key, 0.0) + d
+            effort += d / n
+        for (address, worker), d in per_worker.items():
+            self.hashrate.add(address, worker, d, at)
+            self.pool_window.add(address, d, at)
+        self.effort.add(effort, 1.0, is_block=False)
+
     def job_broadcast(self, job: Job, now: float | None = None) -> None:
         """A job was broadcast: observe propagation for a new tip and tell the tip listeners."""
         at = time.monotonic() if now is None else now

@@ -75,20 +75,34 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-_share_targets: dict[tuple[int, int], int] = {}
+_difficulties: dict[tuple[int, int], tuple[int, float]] = {}
+
+
+def _difficulty(difficulty: Fraction) -> tuple[int, float]:
+    """A share difficulty's target and float (for metrics): a connection keeps one
+    difficulty for many shares, so the exact division is done once per difficulty,
+    not per share (keyed by the plain integers: hashing a Fraction costs a modular
+    inverse)."""
+    key = (difficulty.numerator, difficulty.denominator)
+    hit = _difficulties.get(key)
+    if hit is None:
+        if len(_difficulties) >= 4096:
+            _difficulties.clear()
+        hit = _difficulties[key] = (difficulty_to_target(difficulty), float(difficulty))
+    return hit
 
 
 def share_target(difficulty: Fraction) -> int:
-    """The target of a share difficulty: a connection keeps one difficulty for many
-    shares, so the exact division is done once per difficulty, not per share (keyed
-    by the plain integers: hashing a Fraction costs a modular inverse)."""
-    key = (difficulty.numerator, difficulty.denominator)
-    target = _share_targets.get(key)
-    if target is None:
-        if len(_share_targets) >= 4096:
-            _share_targets.clear()
-        target = _share_targets[key] = difficulty_to_target(difficulty)
-    return target
+    return _difficulty(difficulty)[0]
+
+
+def difficulty_float(difficulty: Fraction) -> float:
+    return _difficulty(difficulty)[1]
+
+
+@functools.lru_cache(maxsize=256)
+def job_network_float(network_target: int) -> float:
+    return float(job_network_difficulty(network_target))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -286,19 +300,25 @@ class Pool:
     def _accepted(self, shares: list[tuple[Share, Job | None]], checks: list[Check | None], *, is_block: bool = False) -> None:
         metrics = self.metrics
         metrics.shares_accepted.inc(len(shares))
-        total = 0.0
         at = time.monotonic()
         best = self._best_hash
+        fed = []
         for (share, job), check in zip(shares, checks):
             assert job is not None and check is not None
             address, worker = split_username(share.worker)
-            total += float(share.difficulty)
-            metrics.share_accepted(
-                address, worker, share.difficulty, job_network_difficulty(job.network_target), is_block=is_block, now=at
-            )
+            fed.append((address, worker, difficulty_float(share.difficulty), job_network_float(job.network_target)))
             if check.hash_value < best:
                 best = check.hash_value
-        metrics.accepted_difficulty.inc(total)
+        if is_block:  # closes the round in the effort gauge: one at a time
+            for share, job in shares:
+                assert job is not None
+                address, worker = split_username(share.worker)
+                metrics.share_accepted(
+                    address, worker, share.difficulty, job_network_difficulty(job.network_target), is_block=True, now=at
+                )
+        else:
+            metrics.shares_accepted_together(fed, now=at)
+        metrics.accepted_difficulty.inc(sum(d for _a, _w, d, _n in fed))
         # (stope_db_queue_depth is sampled by run_sampler, not set per share.)
         if best < self._best_hash:
             self._best_hash = best

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -18,6 +19,7 @@ from pool.hashrate import (
     Window,
     WindowedSum,
 )
+from pool.metrics import PoolMetrics
 
 H = HASHES_PER_DIFFICULTY
 
@@ -181,3 +183,30 @@ def test_round_effort() -> None:
     assert effort.current == 0.75
     with pytest.raises(ValueError):
         effort.add(1.0, 0.0, is_block=False)
+
+
+@given(
+    shares=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["w1", "w2"]),
+                  st.sampled_from([Fraction(1, 3), Fraction(8), Fraction(1024)]), st.sampled_from([Fraction(10**6, 7), Fraction(3 * 10**6)])),
+        max_size=40,
+    ),
+    at=st.floats(1000, 5000),
+)
+def test_a_batch_of_accepted_shares_feeds_the_metrics_as_one_by_one_does(shares, at):
+    """``shares_accepted_together`` (the pool's batch path) == ``share_accepted`` per share."""
+    one, many = PoolMetrics(), PoolMetrics()
+    for address, worker, d, n in shares:
+        one.share_accepted(address, worker, d, n, is_block=False, now=at)
+    many.shares_accepted_together([(a, w, float(d), float(n)) for a, w, d, n in shares], now=at)
+    later = at + 30
+    s1 = one.hashrate.snapshot(later, max_workers=100, max_miners=100)
+    s2 = many.hashrate.snapshot(later, max_workers=100, max_miners=100)
+    for window in s1.workers:
+        assert s1.workers[window].keys() == s2.workers[window].keys()
+        for key, rate in s1.workers[window].items():
+            assert math.isclose(rate, s2.workers[window][key], rel_tol=1e-9)
+    assert one.pool_window.weights(later).keys() == many.pool_window.weights(later).keys()
+    for miner, weight in one.pool_window.weights(later).items():
+        assert math.isclose(weight, many.pool_window.weights(later)[miner], rel_tol=1e-9)
+    assert math.isclose(one.effort.current, many.effort.current, rel_tol=1e-9, abs_tol=1e-12)
