@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import trio
 
@@ -25,9 +25,8 @@ from .jobs import Job
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
-    """The checker's answer for one share."""
+class Check(NamedTuple):
+    """The checker's answer for one share (a tuple: one is made per share, on the loop)."""
 
     block_hash: bytes  # internal order
     hash_value: int
