@@ -57,14 +57,22 @@ async def test_running_pool_exports_hashrate_latency_and_concentration(tmp_path:
         running = await nursery.start(run_pool, settings)
         devnet = running.devnet
         start = devnet.height
-        nursery.start_soon(CPUMiner("127.0.0.1", running.stratum_port, f"{MINER}.rig1").run)
-        with trio.fail_after(120):
-            while True:
-                samples = await trio.to_thread.run_sync(scrape, running.metrics_port)
-                blocks = get(samples, "stope_network_pool_blocks", pool="Stope devnet") or 0
-                if devnet.height > start and blocks >= 1 and (get(samples, "stope_last_round_effort") or 0) > 0:
-                    break
-                await trio.sleep(0.2)
+        async with trio.open_nursery() as mining:
+            mining.start_soon(CPUMiner("127.0.0.1", running.stratum_port, f"{MINER}.rig1").run)
+            with trio.fail_after(120):
+                while True:
+                    samples = await trio.to_thread.run_sync(scrape, running.metrics_port)
+                    blocks = get(samples, "stope_network_pool_blocks", pool="Stope devnet") or 0
+                    if devnet.height > start and blocks >= 1 and (get(samples, "stope_last_round_effort") or 0) > 0:
+                        break
+                    await trio.sleep(0.2)
+            mining.cancel_scope.cancel()
+        # The chain must hold still while the CLI reads it: every block candidate
+        # the miner sent before it stopped is submitted and recorded first.
+        pool = running.pool
+        with trio.fail_after(30):
+            while len(pool.submitter.submissions) < pool.metrics.blocks_found._value.get():
+                await trio.sleep(0.05)
         # The CLI reads the same data: the database for --pool, the devnet node for --network.
         config = tmp_path / "stope.toml"
         config.write_text(
