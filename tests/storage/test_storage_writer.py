@@ -95,20 +95,26 @@ async def test_record_many_batches_end_to_end(engine: Engine, tmp_path: Path):
         assert stored[at : at + 25] == [s.share_hash for s in call]
 
 
+class Outage:
+    """The writer's database, down (every write raises as a refused connection would) until ``down`` is cleared."""
+
+    def __init__(self, writer: ShareWriter, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        self.down = True
+        real_write = writer.store.write
+
+        def write(entries, **kwargs):  # type: ignore[no-untyped-def]
+            if self.down:
+                raise OperationalError("INSERT", {}, Exception("connection refused"))
+            return real_write(entries, **kwargs)
+
+        monkeypatch.setattr(writer.store, "write", write)
+
+
 async def test_record_many_is_refused_whole_when_the_spool_is_full(engine: Engine, tmp_path: Path, monkeypatch):
     writer = ShareWriter(engine, tmp_path / "spool", spool_max_bytes=6000, fsync_interval=0, retry_min=0.01, retry_max=0.01)
-    real_write = writer.store.write
-    down = True
-
-    def write(entries, **kwargs):  # type: ignore[no-untyped-def]
-        if down:
-            raise OperationalError("INSERT", {}, Exception("connection refused"))
-        return real_write(entries, **kwargs)
-
-    monkeypatch.setattr(writer.store, "write", write)
+    db = Outage(writer, monkeypatch)
 
     async def body() -> None:
-        nonlocal down
         await writer.record_many([make_share(i) for i in range(5)])
         while writer.db_up:  # the writer tried and found the database down
             await trio.sleep(0.01)
@@ -116,7 +122,7 @@ async def test_record_many_is_refused_whole_when_the_spool_is_full(engine: Engin
             await writer.record_many([make_share(i) for i in range(5, 200)])  # would not fit: none of them
         stats = writer.stats()
         assert stats.spool_full and stats.spool_refused == 195 and not stats.db_up
-        down = False
+        db.down = False
 
     await run_writer(writer, body)
     assert share_count(engine) == 5 and writer.rows_written == 5
@@ -214,24 +220,15 @@ async def test_full_queue_spills_to_disk_and_reads_back(engine: Engine, tmp_path
 async def test_outage_keeps_acknowledging_then_catches_up(engine: Engine, tmp_path: Path, monkeypatch, caplog):
     writer = ShareWriter(engine, tmp_path / "spool", batch_size=50, flush_interval=0.005, queue_size=100,
                          segment_age=0.1, retry_min=0.02, retry_max=0.1)
-    real_write = writer.store.write
-    down = True
-
-    def write(entries, **kwargs):  # type: ignore[no-untyped-def]
-        if down:
-            raise OperationalError("INSERT", {}, Exception("connection refused"))
-        return real_write(entries, **kwargs)
-
-    monkeypatch.setattr(writer.store, "write", write)
+    db = Outage(writer, monkeypatch)
 
     async def body() -> None:
-        nonlocal down
         for i in range(600):  # all acknowledged although nothing reaches the database
             await writer.record(make_share(i))
         assert not writer.db_up and writer.outages == 1
         assert writer.pending == 600 and writer.stats().spool_bytes > 0
         assert share_count(engine) == 0
-        down = False
+        db.down = False
 
     await run_writer(writer, body)
     assert writer.db_up and share_count(engine) == 600 and set(hash_counts(engine).values()) == {1}
