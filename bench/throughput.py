@@ -78,6 +78,28 @@ def server_settings(rate_per_connection: float = 200.0, **overrides: dict[str, A
     return data
 
 
+def _noop_then_submit(loadgen: Child, pids: list[int], meter: BusyMeter, *, inflight: int, seconds: float,
+                      warmup: float, rate: float) -> list[dict[str, Any]]:
+    """The baseline (no-op) run, then the share run, each with the server's CPU
+    (summed over ``pids``) and the background load measured over it."""
+    runs = []
+    for method in ("noop", "submit"):
+        cpu0, gen0 = sum(cpu_seconds(p) for p in pids), cpu_seconds(loadgen.pid)
+        meter.start()
+        t0 = time.monotonic()
+        result = loadgen.call(
+            {"cmd": "run", "method": method, "inflight": inflight, "seconds": seconds, "warmup": warmup},
+            timeout=seconds + warmup + 60,
+        )
+        elapsed = time.monotonic() - t0
+        busy = meter.stop()
+        result["server_cpu"] = (sum(cpu_seconds(p) for p in pids) - cpu0) / elapsed
+        result["background_cpu"] = max(0.0, busy - result["server_cpu"] - (cpu_seconds(loadgen.pid) - gen0) / elapsed)
+        result["vardiff_rate"] = rate
+        runs.append(result)
+    return runs
+
+
 def _level(tmp: Path, inflight: int, *, miners: int, seconds: float, warmup: float,
            overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """One in-flight level: a server calibrated to the load, the no-op run, the share run, the drain."""
@@ -101,21 +123,7 @@ def _level(tmp: Path, inflight: int, *, miners: int, seconds: float, warmup: flo
             if attempt < 2 and not rate / 1.3 <= measured <= rate * 1.3:
                 rate = measured  # vardiff would not settle at this rate: start over matched to it
                 continue
-            runs = []
-            for method in ("noop", "submit"):
-                cpu0, gen0 = cpu_seconds(server.pid), cpu_seconds(loadgen.pid)
-                meter.start()
-                t0 = time.monotonic()
-                result = loadgen.call(
-                    {"cmd": "run", "method": method, "inflight": inflight, "seconds": seconds, "warmup": warmup},
-                    timeout=seconds + warmup + 60,
-                )
-                elapsed = time.monotonic() - t0
-                busy = meter.stop()
-                result["server_cpu"] = (cpu_seconds(server.pid) - cpu0) / elapsed
-                result["background_cpu"] = max(0.0, busy - result["server_cpu"] - (cpu_seconds(loadgen.pid) - gen0) / elapsed)
-                result["vardiff_rate"] = rate
-                runs.append(result)
+            runs = _noop_then_submit(loadgen, [server.pid], meter, inflight=inflight, seconds=seconds, warmup=warmup, rate=rate)
             before = server.call({"cmd": "stats"})
             drained = server.call({"cmd": "drain", "timeout": 120}, timeout=130)
             after = server.call({"cmd": "stats"})
@@ -153,21 +161,7 @@ def measure_workers(tmp: Path, workers: int, *, inflight: int, rate: float, quic
         port = wait_running(server, log)
         pids = [server.pid, *child_pids(server.pid)]
         loadgen.call({"cmd": "setup", "port": port, "miners": miners}, timeout=60)
-        runs = []
-        for method in ("noop", "submit"):
-            cpu0, gen0 = sum(cpu_seconds(p) for p in pids), cpu_seconds(loadgen.pid)
-            meter.start()
-            t0 = time.monotonic()
-            result = loadgen.call(
-                {"cmd": "run", "method": method, "inflight": inflight, "seconds": seconds, "warmup": warmup},
-                timeout=seconds + warmup + 60,
-            )
-            elapsed = time.monotonic() - t0
-            busy = meter.stop()
-            result["server_cpu"] = (sum(cpu_seconds(p) for p in pids) - cpu0) / elapsed
-            result["background_cpu"] = max(0.0, busy - result["server_cpu"] - (cpu_seconds(loadgen.pid) - gen0) / elapsed)
-            result["vardiff_rate"] = rate
-            runs.append(result)
+        runs = _noop_then_submit(loadgen, pids, meter, inflight=inflight, seconds=seconds, warmup=warmup, rate=rate)
     finally:
         loadgen.close()
         server.close(timeout=60)

@@ -44,11 +44,13 @@ def run(config_path: Path | None, workers: int | None) -> None:
     try:
         # SIGTERM/SIGINT: stop accepting, client.reconnect, commit every accepted share, exit 0.
         if settings.stratum.workers > 1:
-            from .workers import run_workers_until_signalled
+            from .workers import run_workers
 
-            trio.run(run_workers_until_signalled, settings, settings.stratum.workers)
+            trio.run(run_until_signalled, run_workers, settings, settings.stratum.workers)
         else:
-            trio.run(run_until_signalled, settings)
+            from .service import run_pool
+
+            trio.run(run_until_signalled, run_pool, settings)
     except KeyboardInterrupt:
         logging.getLogger(__name__).info("stopped")
 

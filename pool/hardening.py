@@ -15,8 +15,8 @@
   share to the database, then return (``run_pool`` exits). The write-ahead
   spool is the safety net: anything not committed in time is replayed at the
   next start.
-* ``run_until_signalled`` runs the pool under SIGTERM/SIGINT handling for the
-  ``stope run`` command.
+* ``run_until_signalled`` runs the pool (or ``--workers``) under SIGTERM/SIGINT
+  handling for the ``stope run`` command.
 * ``StratumCollector`` exports the Stratum server's hardening counters.
 """
 
@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Iterable
-from functools import partial
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import trio
@@ -180,10 +179,9 @@ async def graceful_stop(pool: Pool, settings: Settings) -> None:
         log.info("every accepted share is committed; stopping")
 
 
-async def run_until_signalled(settings: Settings) -> None:
-    """Run the pool; the first SIGTERM/SIGINT stops it gracefully, a second one at once."""
-    from .service import run_pool
-
+async def run_until_signalled(run: Callable[..., Awaitable[None]], *args: object) -> None:
+    """``run(*args, stop=..., task_status=...)`` (``run_pool``, ``run_workers``) under
+    SIGTERM/SIGINT: the first signal stops it gracefully, a second one at once."""
     stop = trio.Event()
     started = False
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -199,10 +197,10 @@ async def run_until_signalled(settings: Settings) -> None:
                     log.info("%s: stopping gracefully (again to stop at once)", name)
                     stop.set()
 
-            async def pool_then_stop(task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:
-                await run_pool(settings, stop=stop, task_status=task_status)
+            async def run_then_stop(task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:
+                await run(*args, stop=stop, task_status=task_status)
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch)
-            await nursery.start(partial(pool_then_stop))
+            await nursery.start(run_then_stop)
             started = True

@@ -11,11 +11,13 @@ import functools
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from fractions import Fraction
 
 import trio
+from sqlalchemy import Engine
 
 from payouts.ledger import payout_figures_provider, policy_from_settings
 from stratum import errors
@@ -259,7 +261,7 @@ class Pool:
         self.metrics.share_validation_seconds.observe(time.perf_counter() - started)
         now = _utcnow()
         records: list[ShareRow] = []
-        recorded: list[int] = []
+        recorded: list[tuple[int, Check]] = []
         blocks: list[tuple[int, Check]] = []
         refused: StratumError | None = None
         for i, check in zip(checked, checks):
@@ -276,7 +278,7 @@ class Pool:
                 job = jobs[i]
                 assert job is not None
                 records.append(self._share_record(share, job, check.block_hash, False, now))
-                recorded.append(i)
+                recorded.append((i, check))
         if blocks:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._block_shares, blocks, shares, jobs, results)
@@ -286,11 +288,10 @@ class Pool:
             refused = await self._record_many(records)
         if records:
             if refused is not None:
-                for i in recorded:
+                for i, _check in recorded:
                     results[i] = refused
             else:
-                by_index = dict(zip(checked, checks))
-                self._accepted([(shares[i], jobs[i]) for i in recorded], [by_index[i] for i in recorded])
+                self._accepted([(shares[i], jobs[i]) for i, _check in recorded], [check for _i, check in recorded])
         return results
 
     def _refuse(self, share: Share, error: StratumError) -> StratumError:
@@ -395,6 +396,25 @@ class RunningPool:
     devnet_node: DevnetNode | None = None
 
 
+def make_writer(
+    settings: Settings, engine: Engine, spool: Path | None = None, *, prepare: Callable[[], None] | None = None
+) -> ShareWriter:
+    """The share writer as ``[database]`` configures it (``spool``: another spool directory)."""
+    db = settings.database
+    return ShareWriter(
+        engine,
+        spool if spool is not None else db.spool_path(settings.pool.data_dir),
+        batch_size=db.batch_size,
+        flush_interval=db.flush_interval,
+        queue_size=db.queue_size,
+        fsync_interval=db.fsync_interval,
+        spool_max_bytes=db.spool_max_bytes,
+        segment_bytes=db.segment_bytes,
+        segment_age=db.segment_age,
+        prepare=prepare,
+    )
+
+
 async def start_node_source(
     nursery: trio.Nursery, settings: Settings
 ) -> tuple[DevnetChain | None, DevnetNode | None, list[NodeEndpoint]]:
@@ -422,19 +442,7 @@ async def run_pool(
     # Migrate to head now; if the database is down, the writer does it once it answers.
     migrated = await trio.to_thread.run_sync(try_upgrade, engine)
     metrics = PoolMetrics(settings=settings.metrics, concentration=settings.concentration)
-    db = settings.database
-    writer = ShareWriter(
-        engine,
-        db.spool_path(settings.pool.data_dir),
-        batch_size=db.batch_size,
-        flush_interval=db.flush_interval,
-        queue_size=db.queue_size,
-        fsync_interval=db.fsync_interval,
-        spool_max_bytes=db.spool_max_bytes,
-        segment_bytes=db.segment_bytes,
-        segment_age=db.segment_age,
-        prepare=None if migrated else (lambda: upgrade(engine)),
-    )
+    writer = make_writer(settings, engine, prepare=None if migrated else (lambda: upgrade(engine)))
     metrics_port = None
     try:
         async with trio.open_nursery() as nursery:

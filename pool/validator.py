@@ -87,8 +87,7 @@ class BatchValidator:
         if job_id not in self._jobs:
             raise KeyError(job_id)
         (result,) = await self.check_many([(job_id, extranonce1, extranonce2, ntime, nonce, version_bits, mask, share_target)])
-        if result is None:
-            raise KeyError(job_id)
+        assert result is not None  # its job was known when it was queued
         return result
 
     async def check_many(self, submits: Sequence[tuple[str, bytes, bytes, int, int, int, int, int]]) -> list[Check | None]:

@@ -81,9 +81,8 @@ from .metrics import (
 )
 from .network_stats import NetworkTracker
 from .node import NodePool
-from .service import Pool, freeze_startup_heap, start_node_source
+from .service import Pool, freeze_startup_heap, make_writer, start_node_source
 from .storage.db import make_engine, try_upgrade, upgrade
-from .storage.writer import ShareWriter
 
 log = logging.getLogger(__name__)
 
@@ -265,20 +264,9 @@ async def run_worker(spec: WorkerSpec, link: Link, stop: trio.Event) -> None:
     settings = spec.settings
     engine = make_engine(settings.database_url)
     metrics = PoolMetrics(settings=settings.metrics, concentration=settings.concentration)
-    db = settings.database
     # The parent migrated the schema (or its writer will once the database answers):
     # a worker never runs migrations, so N workers never race at one.
-    writer = ShareWriter(
-        engine,
-        db.spool_path(settings.pool.data_dir),
-        batch_size=db.batch_size,
-        flush_interval=db.flush_interval,
-        queue_size=db.queue_size,
-        fsync_interval=db.fsync_interval,
-        spool_max_bytes=db.spool_max_bytes,
-        segment_bytes=db.segment_bytes,
-        segment_age=db.segment_age,
-    )
+    writer = make_writer(settings, engine)
     relay = JobRelay(link)
     try:
         async with trio.open_nursery() as nursery:
@@ -640,8 +628,7 @@ async def run_workers(
     if not migrated and base_spool not in leftovers:
         leftovers.append(base_spool)
     writers = [
-        ShareWriter(engine, path, batch_size=db.batch_size, flush_interval=db.flush_interval,
-                    prepare=None if migrated or i else (lambda: upgrade(engine)))
+        make_writer(settings, engine, path, prepare=None if migrated or i else (lambda: upgrade(engine)))
         for i, path in enumerate(leftovers)
     ]
     metrics_port = None
@@ -722,32 +709,6 @@ async def run_workers(
         engine.dispose()
 
 
-async def run_workers_until_signalled(settings: Settings, workers: int) -> None:
-    """``stope run --workers N``: the first SIGTERM/SIGINT stops gracefully, a second at once."""
-    stop = trio.Event()
-    started = False
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                async for signum in signals:
-                    name = signal.Signals(signum).name
-                    if stop.is_set() or not started:
-                        log.warning("%s: stopping now", name)
-                        nursery.cancel_scope.cancel()
-                        return
-                    log.info("%s: stopping the workers gracefully (again to stop at once)", name)
-                    stop.set()
-
-            async def workers_then_stop(task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:
-                await run_workers(settings, workers, stop=stop, task_status=task_status)
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch)
-            await nursery.start(workers_then_stop)
-            started = True
-
-
 __all__ = [
     "JobRelay",
     "Link",
@@ -757,7 +718,6 @@ __all__ = [
     "WorkersError",
     "leftover_spools",
     "run_workers",
-    "run_workers_until_signalled",
     "worker_settings",
     "worker_spool",
 ]
