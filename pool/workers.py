@@ -331,7 +331,7 @@ async def _from_parent(link: Link, pool: Pool, relay: JobRelay, metrics: PoolMet
         elif kind == "message":
             pool.stratum.show_message(str(message[1]))
         elif kind == "ban":
-            pool.stratum.apply_ban(str(message[1]), str(message[2]))
+            pool.stratum.apply_ban(str(message[1]), str(message[2]), *(float(d) for d in message[3:4]))
         elif kind == "stop":
             stop.set()
 
@@ -430,6 +430,8 @@ class Supervisor:
         self.started = False
         self.new_tip_listeners: list[Any] = []
         self._current: bytes | None = None  # the framed message of the current job
+        # Bans decided by a worker: address key -> (reason, when it ends, monotonic).
+        self._bans: dict[str, tuple[str, float]] = {}
         # job id -> (tip learned at, workers still to report, last report)
         self._propagating: OrderedDict[str, tuple[float, set[int], float]] = OrderedDict()
 
@@ -538,6 +540,12 @@ class Supervisor:
             link.send_framed(self._current)
         if self.fanout.work_outdated:
             link.send(("outdated", True))
+        now = time.monotonic()
+        for key, (reason, until) in list(self._bans.items()):
+            if until > now:  # a restarted worker serves what is left of every ban
+                link.send(("ban", key, reason, until - now))
+            else:
+                del self._bans[key]
         w.link = link  # every later job goes to it too, even before it is ready
         try:
             async with trio.open_nursery() as nursery:
@@ -578,7 +586,10 @@ class Supervisor:
             elif kind == "wake":
                 self.jobs.wake()
             elif kind == "ban":
-                # One worker banned an address: every other worker refuses it too.
+                # One worker banned an address: every other worker refuses it too, and
+                # so does a worker started later (a restart), for what is left of it.
+                _, key, reason = message[:3]
+                self._bans[key] = (reason, time.monotonic() + self.settings.stratum.abuse.ban_duration)
                 for other in self.workers:
                     if other is not w and other.live and other.link is not None:
                         other.link.send(message)

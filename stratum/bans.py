@@ -175,12 +175,13 @@ class AbuseTracker:
             return False
         return True
 
-    def ban(self, host: str, now: float) -> bool:
-        """Ban ``host`` for ``ban_duration``; False when bans are off or it is exempt."""
+    def ban(self, host: str, now: float, duration: float | None = None) -> bool:
+        """Ban ``host`` for ``duration`` (default ``ban_duration``; less for what is left
+        of a ban served elsewhere); False when bans are off or it is exempt."""
         if self.settings.ban_duration <= 0 or self.exempt(host):
             return False
         key = address_key(host)
-        self.bans[key] = now + self.settings.ban_duration
+        self.bans[key] = now + (self.settings.ban_duration if duration is None else min(duration, self.settings.ban_duration))
         self.bans_issued += 1
         record = self._records.get(key)
         if record is not None:  # a fresh start once the ban is served

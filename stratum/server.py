@@ -558,15 +558,22 @@ class StratumServer:
         for listener in self.on_ban:
             listener(key, reason)
 
-    def apply_ban(self, key: str, reason: str) -> bool:
-        """A ban decided elsewhere (another worker process): refuse and drop ``key`` here too.
+    def apply_ban(self, key: str, reason: str, duration: float | None = None) -> bool:
+        """A ban decided elsewhere (another worker process): refuse and drop ``key`` here too,
+        for ``duration`` seconds (default the whole ban; what is left of it for a process
+        that started after it was decided).
 
         The listeners are not told (they told us). False when bans are off or it is exempt.
         """
-        if not self.abuse.ban(key, _now()):
+        if duration is not None and duration <= 0:
+            return False
+        if not self.abuse.ban(key, _now(), duration):
             return False
         self.stats["banned-elsewhere"] += 1
-        log.warning("banned %s for %.0fs: %s (decided by another process)", key, self.settings.abuse.ban_duration, reason)
+        log.warning(
+            "banned %s for %.0fs: %s (decided by another process)",
+            key, self.settings.abuse.ban_duration if duration is None else duration, reason,
+        )
         self._drop_address(key, reason)
         return True
 

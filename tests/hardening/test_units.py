@@ -94,6 +94,17 @@ def test_bans_expire_and_counts_decay():
     assert not tracker.bans
 
 
+def test_the_rest_of_a_ban_served_elsewhere_lasts_what_is_left_never_longer():
+    tracker = AbuseTracker(AbuseSettings(ban_duration=10))
+    assert tracker.ban("10.0.0.1", 100.0, duration=3.0)
+    assert tracker.refusal("10.0.0.1", 102.9) == "banned"
+    assert tracker.refusal("10.0.0.1", 103.1) is None
+    assert tracker.ban("10.0.0.2", 100.0, duration=1e9)  # capped at ban_duration
+    assert tracker.refusal("10.0.0.2", 109.9) == "banned"
+    assert tracker.refusal("10.0.0.2", 110.1) is None
+    assert not AbuseTracker(AbuseSettings(ban_duration=0)).ban("10.0.0.3", 0.0, duration=5.0)
+
+
 def test_exempt_deny_allow_and_bounded_memory():
     tracker = AbuseTracker(
         AbuseSettings(ban_junk=1, exempt=("10.9.0.0/16",), deny=("192.0.2.0/24",), allow=("10.0.0.0/8", "2001:db8::/32"), max_tracked=100)

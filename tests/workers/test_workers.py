@@ -239,8 +239,29 @@ def test_leftover_spools_are_found_for_replay(tmp_path: Path) -> None:
     assert leftover_spools(base, 4) == [base]
 
 
+def worker_pids(parent: int) -> list[int]:
+    """The parent's child processes (its workers), from /proc."""
+    return [
+        int(pid) for task in Path(f"/proc/{parent}/task").iterdir() for pid in (task / "children").read_text().split()
+    ]
+
+
+async def assert_refused(port: int, attempts: int = 8) -> None:
+    """New connections from this address are closed at once, whichever worker takes them."""
+    with trio.fail_after(20):
+        for _ in range(attempts):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            try:
+                assert await stream.receive_some(100) == b""
+            except trio.BrokenResourceError:
+                pass
+            finally:
+                await stream.aclose()
+
+
 async def test_a_ban_in_one_worker_is_a_ban_in_every_worker(tmp_path: Path) -> None:
-    """Junk from an address on worker 0 bans it; its miners on worker 1 are dropped too."""
+    """Junk from an address on worker 0 bans it; its miners on worker 1 are dropped too,
+    and workers restarted after a crash refuse it for the rest of the ban."""
     port = free_port()
     config = write_config(tmp_path, port)
     config.write_text(config.read_text() + "\n[stratum.abuse]\nban_junk = 4\nban_duration = 60\n")
@@ -262,15 +283,14 @@ async def test_a_ban_in_one_worker_is_a_ban_in_every_worker(tmp_path: Path) -> N
                         await m.pump()
         assert "decided by another process" in log.read_text(errors="replace")
         # New connections are refused, whichever worker the kernel picks.
-        with trio.fail_after(20):
-            for _ in range(8):
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-                try:
-                    assert await stream.receive_some(100) == b""
-                except trio.BrokenResourceError:
-                    pass
-                finally:
-                    await stream.aclose()
+        await assert_refused(port)
+        # Workers that crash and are restarted serve what is left of the ban.
+        for pid in worker_pids(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        with trio.fail_after(60):
+            while log.read_text(errors="replace").count(" ready (pid ") < 4:
+                await trio.sleep(0.1)
+        await assert_refused(port)
     finally:
         for m in miners:
             await m.stream.aclose()
