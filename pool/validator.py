@@ -23,6 +23,9 @@ from .checker import Checker, CheckerJob, Share as CheckerShare, ShareBatch
 from .jobs import Job
 
 log = logging.getLogger(__name__)
+# A NamedTuple built straight from a tuple: its generated __new__ is a Python
+# frame, twice the cost, and these are made once per share on the loop.
+_tuple_new = tuple.__new__
 
 
 class Check(NamedTuple):
@@ -103,7 +106,7 @@ class BatchValidator:
             if job is None:
                 ticket.remaining -= 1
                 continue
-            queue.append((ticket, i, job, CheckerShare(0, e1, e2, ntime, nonce, bits, mask, target)))
+            queue.append((ticket, i, job, _tuple_new(CheckerShare, (0, e1, e2, ntime, nonce, bits, mask, target))))
         if ticket.remaining == 0:
             return ticket.results
         self._arrived.set()
@@ -158,7 +161,7 @@ class BatchValidator:
         meets_share = result.meets_share.tolist()
         meets_network = result.meets_network.tolist()
         for k, (ticket, i, _job, _share) in enumerate(batch):
-            ticket.results[i] = Check(hashes[32 * k : 32 * k + 32], values[k], meets_share[k], meets_network[k])
+            ticket.results[i] = _tuple_new(Check, (hashes[32 * k : 32 * k + 32], values[k], meets_share[k], meets_network[k]))
             ticket.remaining -= 1
             if ticket.remaining == 0:
                 ticket.done.set()

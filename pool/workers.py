@@ -81,7 +81,7 @@ from .metrics import (
 )
 from .network_stats import NetworkTracker
 from .node import NodePool
-from .service import Pool, freeze_startup_heap, make_writer, start_node_source
+from .service import Pool, tune_gc, make_writer, start_node_source
 from .storage.db import make_engine, try_upgrade, upgrade
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ async def run_worker(spec: WorkerSpec, link: Link, stop: trio.Event) -> None:
             port = await nursery.start(functools.partial(pool.stratum.serve, s.host, spec.port, listeners=listeners))
             if settings.metrics.enabled:
                 metrics.serve(settings.metrics.host, settings.metrics.port)
-            freeze_startup_heap()
+            tune_gc()
             # A ban here is a ban in every worker (the parent relays it).
             pool.stratum.on_ban.append(lambda key, reason: link.send(("ban", key, reason)))
             link.send(("ready", port, s.server_id, os.getpid()))
@@ -698,7 +698,7 @@ async def run_workers(
             handles = await nursery.start(supervisor.run)
             if settings.metrics.enabled:
                 metrics_port = metrics.serve(settings.metrics.host, settings.metrics.port)
-            freeze_startup_heap()
+            tune_gc()
             log.info(
                 "pool running: stratum+tcp://%s:%d on %d worker processes (pids %s, extranonce1 prefixes %02x..%02x), node %s",
                 s.host, port, workers, ", ".join(str(h.pid) for h in handles), s.server_id, s.server_id + workers - 1,

@@ -9,6 +9,7 @@ from fractions import Fraction
 from typing import NamedTuple
 
 _UTC = dt.timezone.utc
+_tuple_new = tuple.__new__
 
 
 @dataclass(frozen=True)
@@ -112,10 +113,10 @@ class ShareRows:
         d_text = hit[1] if hit is not None and hit[0] is d else self.fraction(d)
         hit = cache.get(id(n))
         n_text = hit[1] if hit is not None and hit[0] is n else self.fraction(n)
-        return ShareRow(
+        return _tuple_new(ShareRow, (  # ShareRow(...) without its Python-level __new__
             share_hash, address, worker, job_id, height, d_text, n_text, bool(is_block),
             self._time_text if t is self._time else self.time(t),
-        )
+        ))
 
     def many(self, records: Iterable[ShareRecord]) -> list[ShareRow]:
         return [self(r) for r in records]

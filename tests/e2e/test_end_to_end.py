@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import urllib.request
 
 import trio
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 from pool.bitcoin.block import deser_block
 from pool.bitcoin.script import address_to_script
 from pool.cpuminer import CPUMiner
-from pool.service import run_pool
+from pool.service import GC_YOUNG_THRESHOLD, run_pool
 from pool.storage.db import make_engine
 from pool.storage.models import Block, Miner, Share, Worker
 from tests.pool_fixtures import devnet_settings
@@ -23,6 +24,8 @@ async def test_miner_finds_block_end_to_end(tmp_path):
     settings = devnet_settings(tmp_path)
     async with trio.open_nursery() as nursery:
         running = await nursery.start(run_pool, settings)
+        # Running: the start-up heap is out of the cyclic GC's reach, young collections are rarer.
+        assert gc.get_freeze_count() > 10_000 and gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
         devnet = running.devnet
         start_height = devnet.height
         miner = CPUMiner("127.0.0.1", running.stratum_port, f"{MINER_ADDRESS}.rig1")
