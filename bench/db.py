@@ -1,8 +1,8 @@
 """Share-row write throughput into SQLite (WAL) and PostgreSQL, batched vs one row per transaction.
 
 Run: ``.venv/bin/python bench/db.py`` (options: ``--rows``, ``--single-rows``,
-``--batch``, ``--pg-url``, ``--no-pg``, ``--pipeline-rows``). Prints one
-table, all measured in the same run:
+``--batch``, ``--pg-url``, ``--no-pg``, ``--pipeline-rows``, ``--growth-fill``).
+Prints one table, all measured in the same run:
 
 * one row per transaction (``ShareStore.write([row])``, a commit each);
 * batched, ``--batch`` rows per transaction, sustained over ``--rows`` rows
@@ -18,7 +18,18 @@ table, all measured in the same run:
   fsync + queue + batched inserts in a worker thread), from the first call
   until everything is committed: ``record_many()`` of ``--per-call`` shares
   from ``--producers`` concurrent callers (what ``Pool.submit_shares`` does
-  with the shares of one read), and ``record()`` one share per call.
+  with the shares of one read), and ``record()`` one share per call;
+* SQLite, table growth ("growth"): the writer's batched insert
+  (``--growth-batch`` rows per transaction, ``--growth-rows`` rows) into a
+  near-empty table, then into the same table once it holds
+  ``--growth-fill`` rows, with the current indexes (revision 0004:
+  ``created_at`` and the partial block-hash index) and with those of
+  revision 0003 (a unique index on the random 32-byte ``share_hash`` and one
+  on ``(worker_id, created_at)``) side by side: with 0003's, each insert
+  touches random pages of two indexes and its cost grows with the table.
+  The fill itself runs in SQLite (``INSERT ... SELECT`` of generated rows,
+  20 000 a transaction, the indexes in place, so they grow as the writer
+  grows them) and is not timed.
 
 PostgreSQL is a throwaway cluster with durable settings (fsync and
 synchronous_commit on) unless ``--pg-url`` names a server. SQLite is a file
@@ -54,7 +65,7 @@ import trio
 from sqlalchemy import Engine
 
 from pool.bitcoin.target import bits_to_target, target_to_difficulty
-from pool.storage.db import make_engine, upgrade
+from pool.storage.db import head_revision, make_engine, upgrade
 from pool.storage.records import ShareRecord, ShareRow, ShareRows
 from pool.storage.store import InsertMethod, ShareStore
 from pool.storage.writer import ShareWriter
@@ -161,6 +172,57 @@ def fresh_engine(url: str) -> Engine:
 
 Result = tuple[str, str, int, float, float]
 
+# Rows generated in SQLite for the growth runs: like make_rows' (random hash, 50
+# workers, a job per 1 000 shares, 100 us apart), timed before T0.
+_FILL = (
+    "WITH RECURSIVE n(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM n WHERE i < ?2) "
+    "INSERT INTO shares (share_hash, worker_id, job_id, height, difficulty, network_difficulty, is_block, created_at) "
+    "SELECT randomblob(32), 1 + abs(random()) % 50, printf('%x', i / 1000), 800000, ?3, ?4, 0, "
+    "printf('%s.%06d', datetime('2024-12-01', '+' || (i / 10000) || ' seconds'), (i % 10000) * 100) FROM n"
+)
+
+
+def fill(engine: Engine, rows: int) -> None:
+    """Add ``rows`` generated share rows, 20 000 a transaction (not timed)."""
+    difficulty = f"{SHARE_DIFFICULTIES[7].numerator}/{SHARE_DIFFICULTIES[7].denominator}"
+    network = f"{NETWORK_DIFFICULTY.numerator}/{NETWORK_DIFFICULTY.denominator}"
+    for start in range(0, rows, 20_000):
+        with engine.begin() as conn:
+            conn.exec_driver_sql(_FILL, (start, min(start + 20_000, rows) - 1, difficulty, network))
+    checkpoint(engine)
+
+
+def checkpoint(engine: Engine) -> None:
+    """Write the WAL back now: the measured inserts must not pay for the fill's pages."""
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def bench_growth(new_url: Callable[[], str], args: argparse.Namespace) -> list[Result]:
+    """SQLite: the writer's batched insert into a near-empty table and into one of
+    ``--growth-fill`` rows, with the current indexes and with revision 0003's."""
+    results: list[Result] = []
+    cursor = 10**9  # hashes apart from the other modes' (a fresh database each, anyway)
+    for label, revision in ((f"indexes of {head_revision()} (now)", "head"), ("indexes of 0003 (before)", "0003")):
+        engine = make_engine(new_url())
+        try:
+            upgrade(engine, revision)
+            store = ShareStore(engine)
+            store.write(make_rows(cursor, 100))  # workers exist, caches warm
+            cursor += 100
+            checkpoint(engine)
+            for size in ("empty", f"{args.growth_fill / 1e6:g}M rows"):
+                if size != "empty":
+                    fill(engine, args.growth_fill)
+                convert = ShareRows()
+                rows = [convert(r) for r in make_rows(cursor, args.growth_rows)]
+                cursor += args.growth_rows
+                run = functools.partial(batched, store, rows, args.growth_batch)
+                results.append(("sqlite", f"growth x{args.growth_batch}, {label}, into {size}", *timed(run)))
+        finally:
+            engine.dispose()
+    return results
+
 
 def bench_database(name: str, new_url: Callable[[], str], args: argparse.Namespace, tmp: Path) -> list[Result]:
     results: list[Result] = []
@@ -226,6 +288,11 @@ def main() -> int:
     parser.add_argument("--pipeline-rows", type=int, default=100_000, help="rows through ShareWriter (0: skip)")
     parser.add_argument("--producers", type=int, default=500, help="concurrent callers in the pipeline runs")
     parser.add_argument("--per-call", type=int, default=8, help="shares per record_many() call in the pipeline run")
+    parser.add_argument("--growth-fill", type=int, default=1_000_000,
+                        help="rows already in the table for the SQLite growth runs (0: skip them)")
+    parser.add_argument("--growth-rows", type=int, default=50_000, help="rows measured in each growth run")
+    parser.add_argument("--growth-batch", type=int, default=1000,
+                        help="rows per transaction in the growth runs (the writer's batches at a steady flow)")
     parser.add_argument("--pg-url", default=None, help="an existing PostgreSQL (postgresql+psycopg://...); default: a throwaway cluster")
     parser.add_argument("--no-pg", action="store_true", help="SQLite only")
     args = parser.parse_args()
@@ -235,7 +302,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="stope-bench-") as tmpdir:
         tmp = Path(tmpdir)
         counter = iter(range(10**6))
-        results += bench_database("sqlite", lambda: f"sqlite:///{tmp / f'bench{next(counter)}.sqlite3'}", args, tmp)
+        sqlite_url = lambda: f"sqlite:///{tmp / f'bench{next(counter)}.sqlite3'}"  # noqa: E731
+        results += bench_database("sqlite", sqlite_url, args, tmp)
+        if args.growth_fill:
+            results += bench_growth(sqlite_url, args)
         if not args.no_pg:
             server = None
             if args.pg_url:
@@ -258,7 +328,7 @@ def main() -> int:
 
     load_after = os.getloadavg()
     width = max(len(mode) for _, mode, *_ in results)
-    print(f"{'database':<11} {'mode':<{width}} {'rows':>8} {'seconds':>8} {'rows/s':>9} {'cpu s':>7}")
+    print(f"{'database':<11} {'mode':<{width}} {'rows':>8} {'seconds':>8} {'rows/s':>9} {'cpu s':>7} {'cpu us/row':>10}")
     pool_rate: dict[str, float] = {}
     single_rate: dict[str, float] = {}
     for db, mode, rows, seconds, cpu in results:
@@ -267,7 +337,7 @@ def main() -> int:
             pool_rate[db] = rate
         if mode == "one row per transaction":
             single_rate[db] = rate
-        print(f"{db:<11} {mode:<{width}} {rows:>8} {seconds:>8.2f} {rate:>9,.0f} {cpu:>7.2f}")
+        print(f"{db:<11} {mode:<{width}} {rows:>8} {seconds:>8.2f} {rate:>9,.0f} {cpu:>7.2f} {cpu / rows * 1e6:>10.1f}")
     print()
     print(f"{os.cpu_count()} CPUs; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after "
           "(cpu s: this process only, the busy thread of the contended rows included; "
@@ -278,6 +348,12 @@ def main() -> int:
         ok &= met
         ratio = f" ({rate / single_rate[db]:,.0f}x one row per transaction)" if single_rate.get(db) else ""
         print(f"{db}: writer's batched insert {rate:,.0f} rows/s{ratio}, target {TARGETS[db]:,} -> {'met' if met else 'MISSED'}")
+    growth = [(mode, rows, cpu) for _, mode, rows, _, cpu in results if mode.startswith("growth")]
+    for empty, full in zip(growth[::2], growth[1::2]):
+        label = empty[0].split(", ")[1]
+        before, after = empty[2] / empty[1] * 1e6, full[2] / full[1] * 1e6
+        print(f"sqlite growth, {label}: {before:.1f} -> {after:.1f} CPU us/row "
+              f"from an empty table to {full[0].rsplit('into ', 1)[1]} ({after / before:.2f}x)")
     return 0 if ok else 1
 
 

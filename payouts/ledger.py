@@ -254,9 +254,12 @@ def entries_sum(session: Session, *conditions: object) -> Fraction:
 
 
 def solving_share_id(session: Session, block: Block) -> int | None:
-    """The share that found ``block``: the share with the block's hash, else
-    the last share recorded before the block (as storage compaction assumes)."""
-    found = session.scalar(select(Share.id).where(Share.share_hash == block.hash))
+    """The share that found ``block``: the block share with the block's hash, else
+    the last share recorded before the block (as storage compaction assumes).
+
+    Filtered on ``Share.is_block`` as written (not ``.is_(True)``), so it uses the
+    partial index ``ux_shares_block_hash``, the only index on ``share_hash``."""
+    found = session.scalar(select(Share.id).where(Share.share_hash == block.hash, Share.is_block))
     if found is not None:
         return found
     return session.scalar(select(func.max(Share.id)).where(Share.created_at <= block.created_at))

@@ -148,7 +148,8 @@ def replay_command(config_path: Path | None, url: str | None, files: tuple[Path,
             decoded = decode_segment(path.read_bytes())
             inserted = 0
             for i in range(0, len(decoded.entries), 5000):
-                inserted += store.write(decoded.entries[i : i + 5000])
+                # replay=True: the schema does not refuse a share stored twice; this skips those already stored.
+                inserted += store.write(decoded.entries[i : i + 5000], replay=True)
             bad = decoded.torn_bytes + decoded.corrupt_bytes
             click.echo(f"{path}: {len(decoded.entries)} record(s), {inserted} new share row(s)"
                        + (f", {bad} unreadable byte(s) at the end" if bad else ""))

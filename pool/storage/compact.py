@@ -95,7 +95,9 @@ def _unpaid_block_share_ids(session: Session) -> list[int]:
     ).all()
     ids = []
     for block_hash, created_at in blocks:
-        share_id = session.scalar(select(Share.id).where(Share.share_hash == block_hash))
+        # "AND is_block", as written (not .is_(True)): the look-up then uses the
+        # partial index ux_shares_block_hash, the only index on share_hash.
+        share_id = session.scalar(select(Share.id).where(Share.share_hash == block_hash, Share.is_block))
         if share_id is None:  # no block share recorded: the last share before the block
             share_id = session.scalar(select(func.max(Share.id)).where(Share.created_at <= created_at))
         if share_id is not None:

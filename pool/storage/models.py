@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -68,8 +69,8 @@ class ExactFraction(TypeDecorator[Fraction]):
 
 class HexHash(TypeDecorator[str]):
     """A 256-bit hash, given and read as display hex, stored as its 32 raw bytes
-    (BLOB / bytea): half the bytes of the hex text in the table and in its
-    unique index (revision 0003)."""
+    (BLOB / bytea): half the bytes of the hex text in the table and in any
+    index on it (revision 0003)."""
 
     impl = LargeBinary()
     cache_ok = True
@@ -126,16 +127,39 @@ class Worker(Base):
     miner: Mapped[Miner] = relationship(back_populates="workers")
 
 
+# The partial index's condition as each database is given it. SQLite uses a
+# partial index only when the query's WHERE holds this term as written, and
+# SQLAlchemy renders ``where(Share.is_block)`` as ``shares.is_block = 1`` there
+# (PostgreSQL: ``shares.is_block``, which its planner matches either way). So a
+# look-up by block hash filters on ``Share.is_block`` itself, never ``.is_(True)``
+# (``IS 1``), to use ``ux_shares_block_hash``.
+BLOCK_SHARE_WHERE = {"sqlite": "is_block = 1", "postgresql": "is_block"}
+
+
 class Share(Base):
-    """One accepted share. Old rows may be compacted into ``ShareAggregate``."""
+    """One accepted share. Old rows may be compacted into ``ShareAggregate``.
+
+    Indexes (revision 0004), kept few because every accepted share inserts into
+    each of them: ``ix_shares_created_at`` (append-only; stats, compaction and
+    the replay's check for rows already stored) and ``ux_shares_block_hash``
+    (unique, block shares only: the look-up of the share that found a block).
+    ``share_hash`` has no index over all rows: a unique one over random 32-byte
+    keys made every insert touch a random page, a cost that grew with the table.
+    """
 
     __tablename__ = "shares"
-    __table_args__ = (Index("ix_shares_created_at", "created_at"), Index("ix_shares_worker", "worker_id", "created_at"))
+    __table_args__ = (
+        Index("ix_shares_created_at", "created_at"),
+        Index(
+            "ux_shares_block_hash", "share_hash", unique=True,
+            sqlite_where=text(BLOCK_SHARE_WHERE["sqlite"]), postgresql_where=text(BLOCK_SHARE_WHERE["postgresql"]),
+        ),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    # The share's header hash (display hex in Python, 32 bytes stored): unique per
-    # share, so a replayed spool never double-counts (inserts are ON CONFLICT DO
-    # NOTHING on it).
-    share_hash: Mapped[str] = mapped_column(HexHash(), unique=True)
+    # The share's header hash (display hex in Python, 32 bytes stored). Not unique
+    # in the schema: the writer keeps a replayed spool from double-counting
+    # (``ShareStore.write(replay=True)`` skips shares already stored).
+    share_hash: Mapped[str] = mapped_column(HexHash())
     # A workers.id, with no FOREIGN KEY since revision 0003 (a per-row check on
     # the hottest insert); the writer only stores ids it resolved in the same
     # transaction, and workers are never deleted. Join explicitly on Worker.id.

@@ -7,8 +7,9 @@ Appends made while one fsync is running form the next group, so many callers
 share one fsync (group commit), with at most one fsync per ``fsync_interval``. Segments
 rotate by size and age; the writer deletes a segment only once every record
 in it is committed to the database. Whatever is left on disk after a crash is
-replayed at the next start (share inserts are idempotent, so replaying rows
-that did reach the database is harmless).
+replayed at the next start (the writer replays with
+``ShareStore.write(replay=True)``, which skips shares already stored, so
+replaying rows that did reach the database is harmless).
 
 The framing and record encoding are plain functions (no I/O); ``Spool`` does
 the file work in worker threads so the event loop never waits on the disk.

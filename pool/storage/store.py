@@ -1,14 +1,23 @@
-"""Batched, idempotent share inserts: one transaction per batch, in a worker thread.
+"""Batched share inserts: one transaction per batch, in a worker thread.
 
 The hot insert bypasses SQLAlchemy (the spool already holds every value in
 its stored form; the driver's own cursor gets them): on SQLite one
-``INSERT ... SELECT ... FROM json_each(?) ON CONFLICT(share_hash) DO NOTHING``
-for the whole batch; on PostgreSQL a ``COPY`` (text format, one string per
-chunk of rows) straight into ``shares`` under a savepoint, or, when some rows
-may be present already, into a temporary stage table followed by ``INSERT ...
-SELECT ... ON CONFLICT DO NOTHING``. Either way a share already present (a
-replayed spool) is skipped, so a replay never double-counts. SQLAlchemy still
-runs the rest of the transaction (worker ids, blocks).
+``INSERT ... SELECT ... FROM json_each(?)`` for the whole batch; on
+PostgreSQL a ``COPY`` (text format, one string per chunk of rows) straight
+into ``shares``. SQLAlchemy still runs the rest of the transaction (worker
+ids, blocks).
+
+``shares.share_hash`` has no unique index (revision 0004: it was the largest
+per-share cost, and it grew with the table), so the database does not refuse
+a share stored twice. Idempotence is the caller's choice instead:
+``write(..., replay=True)``, for rows that may be stored already (a spool
+replay, a batch retried after an error whose COMMIT may have gone through),
+first reads the hashes stored within the batch's ``created_at`` range (one
+range scan of ``ix_shares_created_at``: a spooled row's time is exactly the
+text that was stored) and inserts only the others, once each. A new batch
+(``replay=False``) goes in directly. Block shares alone are unique in the
+schema (``ux_shares_block_hash``), so a block share stored twice by mistake
+is refused, and the writer then isolates it as it does any refused row.
 """
 
 from __future__ import annotations
@@ -18,9 +27,8 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
-from typing import Literal
+from typing import Any, Literal
 
-import psycopg
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -31,9 +39,9 @@ from .records import BlockRecord, ShareRecord, ShareRow, ShareRows
 log = logging.getLogger(__name__)
 
 NAME_MAX = 128  # miners.address and workers.name column width
-# The writer's SQLite connections: a page cache that holds the share_hash index
-# (random keys touch pages all over it) and fewer, larger WAL checkpoints (each
-# one fsyncs). Readers keep SQLite's defaults.
+# The writer's SQLite connections: a larger page cache (the indexes' hot pages,
+# the tail of the table) and fewer, larger WAL checkpoints (each one fsyncs).
+# Readers keep SQLite's defaults.
 SQLITE_WRITER_PRAGMAS = ("PRAGMA cache_size=-65536", "PRAGMA wal_autocheckpoint=10000")
 WorkerKey = tuple[str, str]
 # auto: "batch" on SQLite (one INSERT ... SELECT FROM json_each), "copy" on PostgreSQL;
@@ -43,7 +51,7 @@ InsertMethod = Literal["auto", "batch", "copy", "executemany"]
 COPY_CHUNK = 2000
 
 _SHARE_COLUMNS = "share_hash, worker_id, job_id, height, difficulty, network_difficulty, is_block, created_at"
-_SQLITE_INSERT = f"INSERT INTO shares ({_SHARE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(share_hash) DO NOTHING"
+_SQLITE_INSERT = f"INSERT INTO shares ({_SHARE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 # SQLite's hot insert is one statement for the whole batch: the rows as one JSON
 # text (?1), the 32-byte hashes concatenated in one blob (?2), so SQLite runs it
 # in a single sqlite3_step with the GIL released throughout. An executemany
@@ -51,28 +59,19 @@ _SQLITE_INSERT = f"INSERT INTO shares ({_SHARE_COLUMNS}) VALUES (?, ?, ?, ?, ?, 
 # each re-take waits for the interpreter's switch interval: measured on 2 cores
 # with another thread busy (bench/db.py "GIL contended"), 1-8 k rows/s that way
 # against 70-140 k/s this way (about the same, 130-140 k/s, when nothing else runs). ORDER BY key keeps
-# arrival order; WHERE true is SQLite's rule for an upsert on INSERT ... SELECT.
+# arrival order.
 _JSON_AT = "value ->> {i}" if sqlite3.sqlite_version_info >= (3, 38) else "json_extract(value, '$[{i}]')"
 _SQLITE_INSERT_BATCH = (
     f"INSERT INTO shares ({_SHARE_COLUMNS}) SELECT substr(?2, key * 32 + 1, 32), "
     + ", ".join(_JSON_AT.format(i=i) for i in range(7))
-    + " FROM json_each(?1) WHERE true ORDER BY key ON CONFLICT(share_hash) DO NOTHING"
+    + " FROM json_each(?1) ORDER BY key"
 )
 _json = json.JSONEncoder(separators=(",", ":")).encode
-_PG_INSERT = f"INSERT INTO shares ({_SHARE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (share_hash) DO NOTHING"
-_PG_STAGE = (
-    "CREATE TEMP TABLE IF NOT EXISTS stope_share_stage (ord integer, "
-    "share_hash bytea, worker_id integer, job_id varchar(32), height integer, "
-    "difficulty varchar(120), network_difficulty varchar(120), is_block boolean, created_at timestamptz"
-    ") ON COMMIT DELETE ROWS"
-)
-_PG_COPY = f"COPY stope_share_stage (ord, {_SHARE_COLUMNS}) FROM STDIN"
-_PG_COPY_DIRECT = f"COPY shares ({_SHARE_COLUMNS}) FROM STDIN"
-# ORDER BY ord: ids are handed out in arrival order (see _insert_shares).
-_PG_FROM_STAGE = (
-    f"INSERT INTO shares ({_SHARE_COLUMNS}) SELECT {_SHARE_COLUMNS} FROM stope_share_stage "
-    "ORDER BY ord ON CONFLICT (share_hash) DO NOTHING"
-)
+_PG_INSERT = f"INSERT INTO shares ({_SHARE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+_PG_COPY = f"COPY shares ({_SHARE_COLUMNS}) FROM STDIN"
+# A replay's look-up of the shares already stored in its time range (ix_shares_created_at).
+_SQLITE_STORED = "SELECT share_hash FROM shares WHERE created_at BETWEEN ? AND ?"
+_PG_STORED = "SELECT share_hash FROM shares WHERE created_at BETWEEN %s AND %s"
 _PAIR = itemgetter(1, 2)  # ShareRow -> (address, worker)
 
 
@@ -237,8 +236,12 @@ class ShareStore:
     def write(self, entries: Sequence[ShareRow | ShareRecord | BlockRecord], *, replay: bool = False) -> int:
         """Commit ``entries`` in one transaction; return how many share rows were new.
 
-        ``replay``: many of them are probably stored already (a spool replay),
-        so skip the PostgreSQL fast path that assumes they are new.
+        ``replay``: some of them may be stored already (a spool replay, a retry
+        after an error that may have followed a COMMIT): shares already stored
+        with the same hash within the batch's ``created_at`` range, and repeats
+        within the batch, are skipped. Without it every share is inserted: the
+        schema does not refuse a repeat (but for block shares), so anything that
+        may have reached the database before must go through ``replay=True``.
         """
         blocks: list[BlockRecord] = []
         if set(map(type, entries)) <= {ShareRow}:  # the writer's usual batch: spooled shares only
@@ -257,7 +260,9 @@ class ShareStore:
         with self.engine.begin() as conn:
             ids = self.directory.resolve_many(conn, set(keys.values()))
             worker_ids = {pair: ids[key] for pair, key in keys.items()}
-            inserted = self._insert_shares(conn, shares, worker_ids, replay) if shares else 0
+            if replay and shares:
+                shares = self._unstored(conn, shares)
+            inserted = self._insert_shares(conn, shares, worker_ids) if shares else 0
             if blocks:
                 with Session(bind=conn) as session:
                     for b in blocks:
@@ -266,85 +271,91 @@ class ShareStore:
         self.directory.remember(ids)
         return inserted
 
-    def _insert_shares(
-        self, conn: Connection, shares: Sequence[ShareRow], worker_ids: dict[tuple[str, str], int], replay: bool
-    ) -> int:
+    def _unstored(self, conn: Connection, shares: Sequence[ShareRow]) -> list[ShareRow]:
+        """``shares`` less those already stored and repeats within the batch, in order.
+
+        A share stored before has the very same ``created_at`` (a spooled row's
+        time is the text that was inserted), so it lies within the batch's time
+        range: one range scan of ``ix_shares_created_at`` finds it, however
+        large the table. Raises ``BadShareRecord`` for a hash that is not 64 hex digits.
+        """
+        times = [row[8] for row in shares]
+        low, high = min(times), max(times)
+        raw: Any = conn.connection.driver_connection
+        if self.dialect == "sqlite":
+            cur = raw.cursor()
+            try:
+                cur.execute(_SQLITE_STORED, (low, high))
+                seen = {bytes(h) for (h,) in cur.fetchall()}
+            finally:
+                cur.close()
+        else:
+            with raw.cursor() as cur:
+                cur.execute(_PG_STORED, (low + "+00", high + "+00"))
+                seen = {bytes(h) for (h,) in cur.fetchall()}
+        stored = len(seen)
+        fresh = []
+        for row in shares:
+            key = unhex(row[0])
+            if key not in seen:
+                seen.add(key)
+                fresh.append(row)
+        if len(fresh) < len(shares):
+            log.debug(
+                "replayed batch of %d share(s): %d already stored (of %d stored in %s .. %s) or repeated",
+                len(shares), len(shares) - len(fresh), stored, low, high,
+            )
+        return fresh
+
+    def _insert_shares(self, conn: Connection, shares: Sequence[ShareRow], worker_ids: dict[tuple[str, str], int]) -> int:
         # Hot path: the spool already put every value in its stored form; only the
         # worker id is filled in (and, on SQLite, the hash turned into bytes). No
         # SQLAlchemy, no per-value type processing: the driver's own cursor.
         # Rows go in arrival order (not sorted by key): shares.id order is the order
         # shares were accepted, which PPLNS windows and compaction rely on.
-        raw = conn.connection.driver_connection
+        raw: Any = conn.connection.driver_connection
         if self.dialect == "sqlite":
             info = conn.connection.info
             if not info.get("stope_writer"):
                 for pragma in SQLITE_WRITER_PRAGMAS:
-                    raw.execute(pragma)  # type: ignore[union-attr]
+                    raw.execute(pragma)
                 info["stope_writer"] = True
-            if self.method == "executemany":
-                cur = raw.cursor()  # type: ignore[union-attr]
-                try:
+            cur = raw.cursor()
+            try:
+                if self.method == "executemany":
                     cur.executemany(_SQLITE_INSERT, [
                         (unhex(h), worker_ids[a, w], j, ht, d, n, b, t) for h, a, w, j, ht, d, n, b, t in shares
                     ])
-                    return cur.rowcount
-                finally:
-                    cur.close()
-            hashes = hash_blob(shares)
-            rows = json_rows(shares, worker_ids)
-            cur = raw.cursor()  # type: ignore[union-attr]
-            try:
-                cur.execute(_SQLITE_INSERT_BATCH, (rows, hashes))
-                return cur.rowcount
+                else:
+                    cur.execute(_SQLITE_INSERT_BATCH, (json_rows(shares, worker_ids), hash_blob(shares)))
             finally:
                 cur.close()
-        with raw.cursor() as cur:  # type: ignore[union-attr]
+            return len(shares)
+        with raw.cursor() as cur:
             if self.method == "executemany":
                 cur.executemany(_PG_INSERT, [
                     (unhex(h), worker_ids[a, w], j, ht, d, n, b, t + "+00") for h, a, w, j, ht, d, n, b, t in shares
                 ])
-                return cur.rowcount
-            # Fast path: new shares COPY straight into the table. If any is already
-            # there (a replay, a retried commit), undo that and take the idempotent path.
-            if not replay:
-                cur.execute("SAVEPOINT stope_copy")
-                try:
-                    with cur.copy(_PG_COPY_DIRECT) as copy:
-                        for i in range(0, len(shares), COPY_CHUNK):
-                            copy.write(copy_text(shares[i : i + COPY_CHUNK], worker_ids, numbered=False))
-                except psycopg.errors.UniqueViolation:
-                    cur.execute("ROLLBACK TO SAVEPOINT stope_copy")
-                else:
-                    cur.execute("RELEASE SAVEPOINT stope_copy")
-                    return len(shares)
-            cur.execute(_PG_STAGE)
-            with cur.copy(_PG_COPY) as copy:
-                for i in range(0, len(shares), COPY_CHUNK):
-                    copy.write(copy_text(shares[i : i + COPY_CHUNK], worker_ids, start=i))
-            cur.execute(_PG_FROM_STAGE)
-            return cur.rowcount
+            else:
+                with cur.copy(_PG_COPY) as copy:
+                    for i in range(0, len(shares), COPY_CHUNK):
+                        copy.write(copy_text(shares[i : i + COPY_CHUNK], worker_ids))
+        return len(shares)
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def copy_text(
-    shares: Sequence[ShareRow], worker_ids: dict[tuple[str, str], int], *, numbered: bool = True, start: int = 0
-) -> str:
-    """Share rows in COPY text format (hash as bytea hex, time as UTC), numbered
-    from ``start`` for the stage table: one string, no per-value adaptation."""
+def copy_text(shares: Sequence[ShareRow], worker_ids: dict[tuple[str, str], int]) -> str:
+    """Share rows in COPY text format (hash as bytea hex, time as UTC): one
+    string, no per-value adaptation."""
     esc = _COPY_ESCAPES
-    if not numbered:
-        return "".join(
-            f"\\\\x{h.translate(esc)}\t{worker_ids[a, w]}\t{j.translate(esc)}\t{ht}\t{d}\t{n}\t{'t' if b else 'f'}\t{t}+00\n"
-            for h, a, w, j, ht, d, n, b, t in shares
-        )
     return "".join(
-        f"{i}\t\\\\x{h.translate(esc)}\t{worker_ids[a, w]}\t{j.translate(esc)}\t{ht}\t{d}\t{n}\t{'t' if b else 'f'}\t{t}+00\n"
-        for i, (h, a, w, j, ht, d, n, b, t) in enumerate(shares, start)
+        f"\\\\x{h.translate(esc)}\t{worker_ids[a, w]}\t{j.translate(esc)}\t{ht}\t{d}\t{n}\t{'t' if b else 'f'}\t{t}+00\n"
+        for h, a, w, j, ht, d, n, b, t in shares
     )
 
 
 def write_shares(engine: Engine, directory: WorkerDirectory, records: Sequence[ShareRecord]) -> int:
-    """Insert a batch in one transaction; a record already present is skipped."""
-    return ShareStore(engine, directory).write(records)
+    """Insert a batch in one transaction; a record already present is skipped (``replay=True``)."""
+    return ShareStore(engine, directory).write(records, replay=True)

@@ -10,8 +10,16 @@ Flow of accepted shares::
 When the database is slow or down, batches are retried with back-off while
 shares keep going into the spool; records that do not fit in the queue stay
 only on disk and are read back from their segment once it is sealed. At
-start, segments left by a crash are replayed the same way. Inserts are
-idempotent on ``shares.share_hash``, so replays never double-count.
+start, segments left by a crash are replayed the same way.
+
+The schema does not refuse a share stored twice (revision 0004), so whatever
+may already be in the database is written with ``ShareStore.write(replay=True)``,
+which skips shares already stored: every segment read back from disk, every
+retry of a batch after a storage error (a COMMIT whose connection died may have
+gone through) and the one-by-one writes of a refused batch. A segment read back
+while some of its records still wait in the queue takes them out of the queue
+first: the read covers them. Only a batch's first attempt, from the queue,
+inserts directly.
 """
 
 from __future__ import annotations
@@ -342,7 +350,28 @@ class ShareWriter:
             log.error("could not remove spool segment %s (it will be replayed again, harmlessly): %s", seg.path, exc)
         self.spool.forget(seg)
 
+    def _unqueue(self, seg: Segment) -> int:
+        """Drop the chunks of ``seg`` still waiting in the queue (its replay reads
+        them from the file, so they must not be inserted a second time); return how many records."""
+        kept: deque[tuple[Segment, Sequence[SpoolEntry]]] = deque()
+        dropped = 0
+        for chunk in self._queue:
+            if chunk[0] is seg:
+                dropped += len(chunk[1])
+            else:
+                kept.append(chunk)
+        if dropped:
+            self._queue.clear()
+            self._queue.extend(kept)
+            self._queued -= dropped
+        return dropped
+
     async def _replay(self, seg: Segment) -> None:
+        # Its early records may still be queued (the queue filled up part-way through
+        # it): the file holds them too, and replay=True skips any already committed.
+        dropped = self._unqueue(seg)
+        if dropped:
+            log.info("spool segment %s: %d queued record(s) left to its replay from disk", seg.path.name, dropped)
         decoded = await trio.to_thread.run_sync(Spool.read, seg)
         if decoded.torn_bytes:
             log.warning(
@@ -371,7 +400,11 @@ class ShareWriter:
 
     # --- committing ----------------------------------------------------------------------
     async def _commit(self, entries: Sequence[SpoolEntry], *, replay: bool = False) -> None:
-        """Commit ``entries``, retrying until the database takes them."""
+        """Commit ``entries``, retrying until the database takes them.
+
+        A retry is always a replay: the failed attempt may have committed (the
+        connection died after the server took the COMMIT), and its rows must not go in twice.
+        """
         delay = self.retry_min
         while True:
             try:
@@ -385,6 +418,7 @@ class ShareWriter:
             except STORAGE_ERRORS as exc:
                 self.directory.forget()
                 self._went_down(exc)
+                replay = True
                 await trio.sleep(delay)
                 delay = min(delay * 2, self.retry_max)
                 continue
@@ -399,14 +433,19 @@ class ShareWriter:
         self.batches += 1
 
     async def _isolate(self, entries: Sequence[SpoolEntry], exc: BaseException) -> None:
-        """A batch the database refuses: write records one by one, quarantine the bad ones."""
+        """A batch the database refuses: write records one by one, quarantine the bad ones.
+
+        As replays: the batch may be a replay or a retry (rows of it may be stored),
+        a one-row write may be retried after a storage error, and a block share
+        stored twice (refused by ``ux_shares_block_hash``) is then simply skipped.
+        """
         log.error("database refused a batch of %d record(s) (%s); writing them one by one", len(entries), exc)
         self.directory.forget()
         for entry in entries:
             delay = self.retry_min
             while True:
                 try:
-                    inserted = await trio.to_thread.run_sync(self.store.write, [entry])
+                    inserted = await trio.to_thread.run_sync(functools.partial(self.store.write, [entry], replay=True))
                 except POISON_ERRORS as bad:
                     await self._quarantine(entry, bad)
                     break

@@ -1,9 +1,12 @@
-"""The share writer on SQLite and PostgreSQL: batches, idempotent replay,
+"""The share writer on SQLite and PostgreSQL: batches, idempotent replay
+(of segments, of retried batches, of a segment partly still queued),
 spilling to disk, outages, blocks, poison rows."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -156,15 +159,117 @@ async def test_bad_share_hash_is_quarantined(engine: Engine, tmp_path: Path):
     assert (tmp_path / "spool" / QUARANTINE_FILE).exists()
 
 
-def test_store_insert_is_idempotent(engine: Engine):
+async def test_refused_batch_is_isolated_as_a_replay(engine: Engine, tmp_path: Path):
+    """Records written one by one after a refusal are replays: those already
+    stored are skipped, and a block share stored twice is not refused again."""
+    store = ShareStore(engine)
+    store.write([make_share(i, is_block=i == 2) for i in range(5)])
+    writer = ShareWriter(engine, tmp_path / "spool", batch_size=100, flush_interval=0.01)
+    bad = make_share(7)
+    bad = type(bad)(**{**bad.__dict__, "share_hash": "zz" * 32})
+
+    async def body() -> None:
+        await writer.record_many([bad if i == 7 else make_share(i, is_block=i == 2) for i in range(10)])
+
+    await run_writer(writer, body)
+    counts = hash_counts(engine)
+    assert len(counts) == 9 and set(counts.values()) == {1}
+    assert writer.quarantined == 1 and writer.rows_written == 4 and writer.rows_duplicate == 5
+
+
+def test_store_replay_is_idempotent(engine: Engine):
     store = ShareStore(engine)
     batch = [make_share(i) for i in range(300)]
     assert store.write(batch) == 300
-    assert store.write(batch) == 0  # a replay of committed rows adds nothing
-    assert store.write(batch, replay=True) == 0
-    assert store.write(batch[:10] + [make_share(300), make_share(300)]) == 1  # duplicates inside one batch too
+    assert store.write(batch, replay=True) == 0  # a replay of committed rows adds nothing
+    assert store.write(batch[:10] + [make_share(300), make_share(300)], replay=True) == 1  # repeats inside one batch too
     assert share_count(engine) == 301
     assert set(hash_counts(engine).values()) == {1}
+    # Without replay=True the schema stores a repeat (only block shares are unique in it):
+    # anything that may be stored already must be written as a replay.
+    assert store.write(batch[:1]) == 1 and hash_counts(engine)[batch[0].share_hash] == 2
+
+
+def test_replay_inserts_only_the_missing_rows_in_order(engine: Engine):
+    """A replayed batch of which every other row (and a block share) is stored
+    already, amid rows of the same time range that are not in the batch."""
+    store = ShareStore(engine)
+    shares = [make_share(i, worker=f"rig{i % 3}", is_block=i == 10) for i in range(400)]
+    others = [make_share(10_000 + i, at=shares[i].created_at) for i in range(0, 400, 7)]  # same times, other hashes
+    assert store.write(shares[::2] + others) == 200 + len(others)
+    assert store.write(shares, replay=True) == 200
+    assert store.write(shares + others, replay=True) == 0
+    counts = hash_counts(engine)
+    assert len(counts) == 400 + len(others) and set(counts.values()) == {1}
+    with Session(engine) as session:
+        stored = session.scalars(select(Share.share_hash).order_by(Share.id)).all()
+        assert session.scalar(select(Share.id).where(Share.share_hash == share_hash(10), Share.is_block)) is not None
+    assert stored[-200:] == [s.share_hash for s in shares[1::2]]  # the missing ones, in arrival order
+
+
+async def test_retried_batch_whose_commit_went_through_is_stored_once(engine: Engine, tmp_path: Path, monkeypatch):
+    """The first attempt commits, then the connection "dies" (a storage error): the
+    retry must be a replay, or every row of the batch would be stored twice."""
+    writer = ShareWriter(engine, tmp_path / "spool", batch_size=500, flush_interval=0.01, retry_min=0.01, retry_max=0.01)
+    real_write = writer.store.write
+    calls: list[bool] = []
+
+    def write(entries, *, replay=False):  # type: ignore[no-untyped-def]
+        calls.append(replay)
+        inserted = real_write(entries, replay=replay)
+        if len(calls) == 1:
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+        return inserted
+
+    monkeypatch.setattr(writer.store, "write", write)
+
+    async def body() -> None:
+        await writer.record_many([make_share(i) for i in range(200)])
+
+    await run_writer(writer, body)
+    assert calls == [False, True]
+    assert share_count(engine) == 200 and set(hash_counts(engine).values()) == {1}
+    assert writer.rows_written == 0 and writer.rows_duplicate == 200 and writer.outages == 1
+
+
+async def test_spilled_segment_with_queued_chunks_is_stored_once(engine: Engine, tmp_path: Path, caplog):
+    """The queue fills part-way through a segment: its first records wait in the
+    queue, the rest only on disk. Its replay reads them all from the file, so the
+    queued ones must leave the queue, or they would be inserted a second time."""
+    caplog.set_level(logging.INFO, logger="pool.storage.writer")
+    release = threading.Event()
+    writer = ShareWriter(engine, tmp_path / "spool", batch_size=10, queue_size=30, flush_interval=0.005,
+                         segment_age=60, segment_bytes=1 << 20)  # one segment, sealed when the test says
+    real_write = writer.store.write
+
+    def write(entries, **kwargs):  # type: ignore[no-untyped-def]
+        release.wait(30)  # the database is slow: the queue fills behind this batch
+        return real_write(entries, **kwargs)
+
+    writer.store.write = write  # type: ignore[method-assign]
+
+    async def body() -> None:
+        await writer.record_many([make_share(i) for i in range(10)])
+        while writer._inflight == 0:  # the drain loop took them and waits on the database
+            await trio.sleep(0.005)
+        await writer.record_many([make_share(i) for i in range(10, 40)])  # fills the queue
+        await writer.record_many([make_share(i) for i in range(40, 60)])  # spill: disk only
+        [seg] = writer.spool.segments
+        writer.spool.request_seal()
+        while not seg.sealed:
+            await trio.sleep(0.005)
+        assert seg.replay and writer.queue_depth == 30 and all(s is seg for s, _ in writer._queue)
+        release.set()
+
+    try:
+        await run_writer(writer, body)
+    finally:
+        release.set()
+    counts = hash_counts(engine)
+    assert len(counts) == 60 and set(counts.values()) == {1}
+    assert writer.rows_written == 60 and writer.rows_duplicate == 10  # the first batch, committed, read back too
+    assert writer.queue_depth == 0 and writer.pending == 0
+    assert "queued record(s) left to its replay" in caplog.text
 
 
 
@@ -288,7 +393,7 @@ def test_ids_follow_arrival_order(engine: Engine):
     batch = [make_share(i) for i in range(4500)]  # hashes in random order; several COPY / JSON chunks
     store = ShareStore(engine)
     store.write(batch)
-    # A replay (PostgreSQL: the stage-table path) keeps arrival order for the new rows too.
+    # A replay keeps arrival order for the new rows too.
     more = [make_share(i) for i in range(4500, 9000)]
     assert store.write(batch[::3] + more, replay=True) == 4500
     with Session(engine) as session:
@@ -301,10 +406,7 @@ def test_copy_text_escapes():
     from pool.storage.store import copy_text
 
     row = ShareRow("a\\b", "addr", "rig", "j\tx\ny", 5, "1/2", "3/4", True, "2025-01-01 00:00:00.000001")
-    assert copy_text([row], {("addr", "rig"): 3}, start=7) == (
-        "7\t\\\\xa\\\\b\t3\tj\\tx\\ny\t5\t1/2\t3/4\tt\t2025-01-01 00:00:00.000001+00\n"
-    )
-    assert copy_text([row], {("addr", "rig"): 3}, numbered=False) == (
+    assert copy_text([row], {("addr", "rig"): 3}) == (
         "\\\\xa\\\\b\t3\tj\\tx\\ny\t5\t1/2\t3/4\tt\t2025-01-01 00:00:00.000001+00\n"
     )
 
