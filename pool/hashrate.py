@@ -92,12 +92,17 @@ class WindowedSum:
 
     def add(self, now: float, value: float) -> None:
         """Count ``value`` at time ``now``."""
-        index = self._index(now)
-        if self._data and self._data[-1][0] >= index:
-            self._data[-1][1] += value
-        else:
-            self._data.append([index, value])
+        index = math.floor(now / self.width)
+        data = self._data
         self._total += value
+        if data:
+            last = data[-1]
+            if last[0] >= index:
+                # Same bucket as the last add: nothing can have expired since the
+                # bucket was opened (expiry depends only on the newest index).
+                last[1] += value
+                return
+        data.append([index, value])
         self._expire(index)
 
     def total(self, now: float) -> float:
