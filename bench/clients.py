@@ -32,6 +32,8 @@ from typing import Any
 
 from bench.common import MINER_ADDRESS, emit, raise_nofile
 
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux 4.2+
+
 HELLO = (
     b'{"id":1,"method":"mining.subscribe","params":["stope-bench/1"]}\n'
     b'{"id":2,"method":"mining.authorize","params":["%s.idle","x"]}\n' % MINER_ADDRESS.encode()
@@ -69,6 +71,10 @@ class Clients:
                 s.setblocking(False)
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if source:
+                    # Pick the port at connect(), by the whole 4-tuple: a bind() to port 0
+                    # must find a port free on every destination, and after a run that
+                    # opened 50 000 connections the range is full of TIME_WAIT ones.
+                    s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
                     s.bind((source, 0))
                 err = s.connect_ex((host, port))
                 if err not in (0, errno.EINPROGRESS):

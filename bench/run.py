@@ -174,10 +174,17 @@ def run_db(tmp: Path, quick: bool) -> list[Row]:
     text = _script(args, 1800)
     rates: dict[tuple[str, str], str] = {}
     for line in text.splitlines():
-        m = re.match(r"(sqlite|postgresql)\s+(.+?)\s+(\d+)\s+([\d.]+)\s+([\d,]+)(?:\s+[\d.]+)?\s*$", line)
+        m = re.match(r"(sqlite|postgresql)\s+(.+?)\s+(\d+)\s+([\d.]+)\s+([\d,]+)(?:\s+[\d.]+)*\s*$", line)
         if m:
             rates[(m.group(1), m.group(2).strip())] = m.group(5)
+    growth = dict(re.findall(r"sqlite growth, indexes of (\d{4}) .*?: (.+)$", text, re.M))
     rows = []
+    if "0004" in growth:
+        rows.append(Row(
+            "db", "bench/db.py, sqlite CPU per inserted row as the table grows",
+            f"shares indexes now (0004): {growth['0004']}",
+            f"the 0003 indexes, same run: {growth.get('0003', '-')}",
+        ))
     for db in ("sqlite", "postgresql"):
         mine = {mode: rate for (name, mode), rate in rates.items() if name == db}
         if not mine:

@@ -30,7 +30,8 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a commit survives a process crash; only an
             # OS crash can lose the last commits, and the spool covers those
-            # (segments are deleted only after commit, and they are fsynced).
+            # (the writer fsyncs the log, ShareStore.sync, before it deletes
+            # the spool segments holding the same rows).
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
@@ -232,6 +233,30 @@ class ShareStore:
         if method == "batch" and self.dialect != "sqlite":
             raise ValueError("the json_each batch insert is SQLite only")
         self.method = method
+
+    def sync(self) -> None:
+        """Make every commit so far survive an OS crash (blocking; call from a thread).
+
+        SQLite runs WAL with ``synchronous=NORMAL``: a commit is not fsynced, so it
+        survives a crash of the pool but not of the machine until the next
+        checkpoint. The writer calls this before deleting the spool segments that
+        are the other copy of those rows: the log (and the database file, for a
+        checkpoint in progress) is fsynced. PostgreSQL's commits are durable already.
+        """
+        if self.dialect != "sqlite":
+            return
+        database = self.engine.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return
+        for path in (database + "-wal", database):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def write(self, entries: Sequence[ShareRow | ShareRecord | BlockRecord], *, replay: bool = False) -> int:
         """Commit ``entries`` in one transaction; return how many share rows were new.

@@ -274,14 +274,20 @@ class ShareWriter:
     def _forget_committed_segments(self) -> None:
         """On the way out: delete segments whose every record is committed (the
         active one included), so a clean stop leaves nothing to replay."""
-        for seg in list(self.spool.segments):
-            if not seg.replay and seg.entries and seg.committed >= seg.entries:
-                try:
-                    Spool.remove_file(seg)
-                except OSError as exc:
-                    log.warning("could not remove spool segment %s: %s", seg.path, exc)
-                    continue
-                self.spool.forget(seg)
+        done = [s for s in self.spool.segments if not s.replay and s.entries and s.committed >= s.entries]
+        try:
+            if done:
+                self.store.sync()
+        except OSError as exc:
+            log.error("could not fsync the database (%s); its spool segments are kept and replayed at the next start", exc)
+            done = []
+        for seg in done:
+            try:
+                Spool.remove_file(seg)
+            except OSError as exc:
+                log.warning("could not remove spool segment %s: %s", seg.path, exc)
+                continue
+            self.spool.forget(seg)
         if self.spool.segments:
             log.info("stopping with %d spool segment(s) not yet fully committed; they are replayed at the next start",
                      len(self.spool.segments))
@@ -340,8 +346,24 @@ class ShareWriter:
         return batch, done
 
     async def _retire_done(self) -> None:
-        for seg in [s for s in self.spool.segments if s.done]:
-            await self._remove(seg)
+        done = [s for s in self.spool.segments if s.done]
+        if done and await self._durable():
+            for seg in done:
+                await self._remove(seg)
+
+    async def _durable(self) -> bool:
+        """Make every commit so far survive an OS crash; False if that failed.
+
+        Called before a spool segment, the other copy of its records, is
+        deleted: SQLite's WAL commits with ``synchronous=NORMAL`` survive a
+        crash of the pool but not of the machine until the log is fsynced.
+        """
+        try:
+            await trio.to_thread.run_sync(self.store.sync)
+        except OSError as exc:
+            log.error("could not fsync the database (%s); spool segments are kept until it can be", exc)
+            return False
+        return True
 
     async def _remove(self, seg: Segment, keep_as: str | None = None) -> None:
         try:
@@ -391,7 +413,11 @@ class ShareWriter:
         seg.spilled = 0
         seg.replay = False
         seg.committed = seg.entries = len(entries)
-        await self._remove(seg, ".corrupt" if decoded.corrupt_bytes else None)
+        keep = ".corrupt" if decoded.corrupt_bytes else None
+        # Deleted only once its rows are durable (else _retire_done tries again); a
+        # damaged file is renamed, not deleted, so it goes either way.
+        if await self._durable() or keep:
+            await self._remove(seg, keep)
         log.log(
             logging.WARNING if seg.recovered else logging.INFO,
             "spool segment %s replayed: %d record(s), %d new share row(s)", seg.path.name, len(entries), self.rows_written - before,

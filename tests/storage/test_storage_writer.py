@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from fractions import Fraction
@@ -429,3 +430,55 @@ def test_cli_replays_a_quarantine_file(pg_url: str, tmp_path: Path):
         assert share_count(engine) == 3
     finally:
         engine.dispose()
+
+
+async def test_spool_segments_go_only_once_the_database_is_fsynced(engine: Engine, tmp_path: Path, monkeypatch):
+    """A segment is the other copy of rows whose commit may not be on disk yet
+    (SQLite's WAL with synchronous=NORMAL): it is deleted only after
+    ``ShareStore.sync`` succeeded, and kept while that fails."""
+    spool = tmp_path / "spool"
+    writer = ShareWriter(engine, spool, batch_size=50, flush_interval=0.01, segment_age=0.05)
+    seen: list[list[str]] = []
+    failing = [True]
+    real_sync = writer.store.sync
+
+    def sync() -> None:
+        seen.append(sorted(p.name for p in spool.glob("seg-*")))
+        if failing[0]:
+            raise OSError("no space left on device")
+        real_sync()
+
+    monkeypatch.setattr(writer.store, "sync", sync)
+
+    async def body() -> None:
+        await writer.record_many([make_share(i) for i in range(100)])
+        with trio.fail_after(10):
+            while not seen or share_count(engine) < 100:
+                await trio.sleep(0.02)
+        await trio.sleep(0.2)
+        assert list(spool.glob("seg-*")), "a segment went although the database could not be fsynced"
+        failing[0] = False
+        await writer.record_many([make_share(100)])  # the writer tries again with its next work
+        with trio.fail_after(10):
+            while list(spool.glob("seg-*")):
+                await trio.sleep(0.02)
+
+    await run_writer(writer, body)
+    assert seen[0], "sync ran before the segment files were deleted"
+    assert share_count(engine) == 101 == writer.rows_written
+
+
+def test_sync_fsyncs_the_sqlite_log(engine: Engine, monkeypatch):
+    import pool.storage.store as store_module
+
+    synced: list[str] = []
+    real_fsync = store_module.os.fsync
+    monkeypatch.setattr(store_module.os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    store = ShareStore(engine)
+    store.write([make_share(1)])
+    store.sync()
+    if engine.dialect.name == "sqlite":
+        database = str(Path(engine.url.database).resolve())
+        assert database + "-wal" in synced and database in synced
+    else:
+        assert synced == []  # PostgreSQL commits are durable already

@@ -51,7 +51,7 @@ index would refuse the others).
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-12-02
+Create Date: 2026-11-25
 """
 
 from __future__ import annotations
