@@ -887,6 +887,7 @@ class StratumServer:
         buffer = LineBuffer(self.limits.max_line)
         sock = session.sock
         closed = False
+        drained = False
         while True:
             if data and not await self._lines(session, buffer, data):
                 return
@@ -902,6 +903,12 @@ class StratumServer:
             data = raw = b""  # hold no buffer while the connection idles
             # _recv, inlined: one coroutine frame fewer per idle connection.
             waited = False
+            if drained:
+                # The last recv emptied the socket, so more bytes need a new packet: a
+                # miner sends its next share after our answer. Wait for it rather than
+                # try a recv that fails (a syscall and an exception, for every share).
+                await trio.lowlevel.wait_readable(sock)
+                waited = True
             while True:
                 try:
                     raw = sock.recv(_RECV_SIZE)
@@ -914,6 +921,7 @@ class StratumServer:
                 waited = True
             if not raw:
                 return
+            drained = len(raw) < _RECV_SIZE and session.tls is None  # TLS may hold decrypted bytes back
             if not waited:  # a client that always has data must not starve the others
                 await trio.lowlevel.checkpoint()
             if session.tls is None:
