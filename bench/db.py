@@ -8,7 +8,7 @@ Prints one table, all measured in the same run:
 * batched, ``--batch`` rows per transaction, sustained over ``--rows`` rows
   into a growing, indexed table, through ``ShareStore.write`` (the code the
   pool's writer runs), each insert method: SQLite the writer's one-statement
-  ``INSERT ... SELECT ... FROM json_each(?)`` and a per-row ``executemany``;
+  multi-row ``INSERT ... VALUES`` and a per-row ``executemany``;
   PostgreSQL the writer's ``COPY`` (psycopg 3) and ``executemany``. The
   targets are checked against the writer's own method (marked "pool");
 * the writer's method again while another thread keeps the GIL busy, as the
@@ -242,7 +242,7 @@ def bench_database(name: str, new_url: Callable[[], str], args: argparse.Namespa
     if name == "postgresql":
         methods: list[tuple[str, InsertMethod, bool]] = [("pool: COPY", "copy", False), ("executemany", "executemany", False)]
     else:
-        methods = [("pool: INSERT..json_each", "batch", False), ("executemany", "executemany", False)]
+        methods = [("pool: INSERT..VALUES", "batch", False), ("executemany", "executemany", False)]
     methods.append((f"{methods[0][0]}, GIL contended", methods[0][1], True))
     methods.append((f"{methods[1][0]}, GIL contended", methods[1][1], True))
     engine = fresh_engine(new_url())

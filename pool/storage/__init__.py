@@ -6,8 +6,8 @@
   (migrations live in ``pool/migrations``)
 * ``spool``    the write-ahead spool: CRC-framed segment files (a frame per
   ``append_many`` call), group-committed fsync
-* ``store``    batched, idempotent inserts through the raw driver (SQLite one
-  ``INSERT ... SELECT FROM json_each`` per batch, PostgreSQL COPY)
+* ``store``    batched, idempotent inserts through the raw driver (SQLite
+  multi-row ``INSERT ... VALUES``, PostgreSQL COPY)
 * ``writer``   ``ShareWriter``: ``await record_many(shares)`` / ``record(share)``
   (durable on return), the bounded queue, retries while the database is away,
   crash replay, ``stats()`` for the metrics

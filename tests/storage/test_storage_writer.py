@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -23,7 +25,7 @@ from pool.storage.models import Block, Miner, Share, Worker, as_utc
 from pool.storage.records import BlockRecord
 from pool.storage.records import ShareRows
 from pool.storage.spool import SpoolFull, encode_entry, encode_frames, frame, segment_name
-from pool.storage.store import ShareStore
+from pool.storage.store import ShareStore, chunk_sizes
 from pool.storage.writer import QUARANTINE_FILE, ShareWriter
 from tests.storage.helpers import (
     ADDRESS,
@@ -391,7 +393,7 @@ def test_timestamps_are_utc(engine: Engine):
 
 def test_ids_follow_arrival_order(engine: Engine):
     """PPLNS windows and compaction read shares.id order as the order shares were accepted."""
-    batch = [make_share(i) for i in range(4500)]  # hashes in random order; several COPY / JSON chunks
+    batch = [make_share(i) for i in range(4500)]  # hashes in random order; several COPY chunks / INSERT statements
     store = ShareStore(engine)
     store.write(batch)
     # A replay keeps arrival order for the new rows too.
@@ -400,6 +402,17 @@ def test_ids_follow_arrival_order(engine: Engine):
     with Session(engine) as session:
         stored = session.scalars(select(Share.share_hash).order_by(Share.id)).all()
     assert stored == [s.share_hash for s in batch + more]
+
+
+@settings(max_examples=300, deadline=None)
+@given(count=st.integers(0, 50_000), exponent=st.integers(0, 11))
+def test_chunk_sizes_cover_a_batch_with_few_statement_texts(count: int, exponent: int):
+    largest = 1 << exponent
+    sizes = chunk_sizes(count, largest)
+    assert sum(sizes) == count
+    assert all(0 < n <= largest and n & (n - 1) == 0 for n in sizes)  # powers of two, within the limit
+    assert sizes == sorted(sizes, reverse=True)
+    assert len(sizes) <= count // largest + exponent + 1  # full chunks, then one of each smaller power at most
 
 
 def test_copy_text_escapes():
