@@ -201,6 +201,11 @@ class PropagationClock:
         return None if learned is None else max(0.0, now - learned)
 
 
+#: At most this long (seconds) between feeds of the hashrate windows from the
+#: share path (``PoolMetrics.shares_accepted_together``).
+HASHRATE_FEED_INTERVAL = 1.0
+
+
 class PoolMetrics:
     """Every metric of one pool, with the accumulators behind the sliding-window gauges."""
 
@@ -317,6 +322,9 @@ class PoolMetrics:
         # --- sliding-window and snapshot figures ---------------------------------------------
         self.hashrate = HashrateTracker(DEFAULT_WINDOWS)
         self.pool_window = MinerWindow(self.concentration_settings.pool_window)
+        # Difficulty per (address, worker) not yet fed to the windows, and since when.
+        self._pending_hashrate: dict[tuple[str, str], float] = {}
+        self._pending_since: float | None = None
         self.effort = RoundEffort()
         self.propagation = PropagationClock()
         self._hashrate_export = _SnapshotCollector()
@@ -352,20 +360,38 @@ class PoolMetrics:
         """Accepted shares judged together (one batch, no block among them):
         ``(address, worker, difficulty, network_difficulty)`` each.
 
-        The same as ``share_accepted`` for each, with every window fed once per
-        worker (the windows only add, and the shares share one ``now``).
+        The same as ``share_accepted`` for each, with the windows fed once per
+        worker per ``HASHRATE_FEED_INTERVAL`` rather than per share: the sums
+        wait in a dict (``flush_hashrate``, which every reading of the windows
+        calls first) and go in at the time of the first of them. A share is
+        counted at most that much early, in windows whose buckets are a second
+        or more wide; feeding them per batch was ~10 % of the event loop's work
+        at one share in flight per miner (every batch holds a share of most workers).
         """
         at = time.monotonic() if now is None else now
-        per_worker: dict[tuple[str, str], float] = {}
+        pending = self._pending_hashrate
         effort = 0.0
         for address, worker, d, n in shares:
             key = (address, worker)
-            per_worker[key] = per_worker.get(key, 0.0) + d
+            pending[key] = pending.get(key, 0.0) + d
             effort += d / n
-        for (address, worker), d in per_worker.items():
-            self.hashrate.add(address, worker, d, at)
-            self.pool_window.add(address, d, at)
+        if self._pending_since is None:
+            self._pending_since = at
+        elif at - self._pending_since >= HASHRATE_FEED_INTERVAL:
+            self.flush_hashrate()
         self.effort.add(effort, 1.0, is_block=False)
+
+    def flush_hashrate(self) -> None:
+        """Feed the sliding windows what ``shares_accepted_together`` has held back."""
+        at = self._pending_since
+        if at is None:
+            return
+        hashrate, pool_window = self.hashrate, self.pool_window
+        for (address, worker), d in self._pending_hashrate.items():
+            hashrate.add(address, worker, d, at)
+            pool_window.add(address, d, at)
+        self._pending_hashrate.clear()
+        self._pending_since = None
 
     def job_broadcast(self, job: Job, now: float | None = None) -> None:
         """A job was broadcast: observe propagation for a new tip and tell the tip listeners."""
@@ -392,6 +418,7 @@ class PoolMetrics:
     # --- periodic update -------------------------------------------------------------
     def update(self, now: float) -> None:
         """Recompute the sliding-window gauges (hashrate, pool concentration, effort)."""
+        self.flush_hashrate()
         snapshot = self.hashrate.snapshot(
             now, max_workers=self.settings.max_worker_series, max_miners=self.settings.max_miner_series
         )

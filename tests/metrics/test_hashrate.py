@@ -199,6 +199,7 @@ def test_a_batch_of_accepted_shares_feeds_the_metrics_as_one_by_one_does(shares,
     for address, worker, d, n in shares:
         one.share_accepted(address, worker, d, n, is_block=False, now=at)
     many.shares_accepted_together([(a, w, float(d), float(n)) for a, w, d, n in shares], now=at)
+    many.flush_hashrate()  # what every reading of the windows does first
     later = at + 30
     s1 = one.hashrate.snapshot(later, max_workers=100, max_miners=100)
     s2 = many.hashrate.snapshot(later, max_workers=100, max_miners=100)
@@ -210,3 +211,18 @@ def test_a_batch_of_accepted_shares_feeds_the_metrics_as_one_by_one_does(shares,
     for miner, weight in one.pool_window.weights(later).items():
         assert math.isclose(weight, many.pool_window.weights(later)[miner], rel_tol=1e-9)
     assert math.isclose(one.effort.current, many.effort.current, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_the_share_path_feeds_the_windows_at_least_once_a_feed_interval_and_before_every_reading():
+    from pool.metrics import HASHRATE_FEED_INTERVAL
+
+    metrics = PoolMetrics()
+    t0 = 1000.0
+    metrics.shares_accepted_together([("a", "w1", 2.0, 1e6)], now=t0)
+    metrics.shares_accepted_together([("a", "w1", 3.0, 1e6), ("b", "w2", 4.0, 1e6)], now=t0 + HASHRATE_FEED_INTERVAL / 2)
+    assert len(metrics.hashrate) == 0  # held back: one feed for the whole interval
+    metrics.shares_accepted_together([("a", "w1", 1.0, 1e6)], now=t0 + HASHRATE_FEED_INTERVAL)  # interval over: fed
+    assert metrics.pool_window.weights(t0 + 2) == {"a": 6.0, "b": 4.0}
+    metrics.shares_accepted_together([("b", "w2", 5.0, 1e6)], now=t0 + 1.5 * HASHRATE_FEED_INTERVAL)
+    metrics.update(t0 + 2 * HASHRATE_FEED_INTERVAL)  # a reading feeds whatever waits
+    assert metrics.pool_window.weights(t0 + 3) == {"a": 6.0, "b": 9.0}
