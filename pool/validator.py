@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import trio
 
-from .checker import Checker, CheckerJob, Share as CheckerShare, ShareBatch
+from .checker import Checker, CheckerJob, ShareBatch
 from .jobs import Job
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,12 @@ class _Ticket:
         self.done = trio.Event()
 
 
+# A queued share: its ticket, its index in the ticket, its job, then its fields in
+# ``pool.checker.Share`` order after job_index (extranonce1, extranonce2, ntime,
+# nonce, version bits, mask, share target).
+_Queued = tuple[Any, ...]
+
+
 class BatchValidator:
     def __init__(
         self, checker: Checker, *, max_batch: int = 1024, deadline: float = 0.002, keep_jobs: int = 128, inline_batch: int = 128
@@ -66,8 +72,7 @@ class BatchValidator:
         self.deadline = deadline
         self._jobs: OrderedDict[str, CheckerJob] = OrderedDict()
         self._keep_jobs = keep_jobs
-        # Queued shares: (ticket, index in the ticket, job, share).
-        self._queue: list[tuple[_Ticket, int, CheckerJob, CheckerShare]] = []
+        self._queue: list[_Queued] = []
         self._arrived = trio.Event()
         self._full = trio.Event()
         self.batches = 0
@@ -106,7 +111,7 @@ class BatchValidator:
             if job is None:
                 ticket.remaining -= 1
                 continue
-            queue.append((ticket, i, job, _tuple_new(CheckerShare, (0, e1, e2, ntime, nonce, bits, mask, target))))
+            queue.append((ticket, i, job, e1, e2, ntime, nonce, bits, mask, target))
         if ticket.remaining == 0:
             return ticket.results
         self._arrived.set()
@@ -132,25 +137,28 @@ class BatchValidator:
                     self._full.set()
             await self._flush(batch)
 
-    async def _flush(self, batch: list[tuple[_Ticket, int, CheckerJob, CheckerShare]]) -> None:
+    async def _flush(self, batch: list[_Queued]) -> None:
         index: dict[int, int] = {}
         jobs: list[CheckerJob] = []
-        shares: list[CheckerShare] = []
-        for _ticket, _i, job, share in batch:
+        job_index: list[int] = []
+        for entry in batch:
+            job = entry[2]
             k = index.get(id(job))
             if k is None:
                 k = index[id(job)] = len(jobs)
                 jobs.append(job)
-            shares.append(share._replace(job_index=k) if k else share)
+            job_index.append(k)
         try:
-            packed = ShareBatch.from_shares(shares)
+            # The queue's share fields, column by column (one C-level transpose).
+            _tickets, _indexes, _jobs, *columns = zip(*batch)
+            packed = ShareBatch.from_columns(job_index, *columns)
             if len(batch) <= self.inline_batch:
                 result = self.checker.check(packed, jobs)  # cheaper than a thread hop
             else:
                 result = await trio.to_thread.run_sync(self.checker.check, packed, jobs)
         except Exception as exc:  # noqa: BLE001 - a checker bug must fail these shares, not the pool
             log.exception("checker failed on a batch of %d shares", len(batch))
-            for ticket, _i, _job, _share in batch:
+            for ticket, *_ in batch:
                 ticket.error = repr(exc)
                 ticket.remaining -= 1
                 if ticket.remaining == 0:
@@ -160,7 +168,7 @@ class BatchValidator:
         values = result.hash_values()
         meets_share = result.meets_share.tolist()
         meets_network = result.meets_network.tolist()
-        for k, (ticket, i, _job, _share) in enumerate(batch):
+        for k, (ticket, i, *_) in enumerate(batch):
             ticket.results[i] = _tuple_new(Check, (hashes[32 * k : 32 * k + 32], values[k], meets_share[k], meets_network[k]))
             ticket.remaining -= 1
             if ticket.remaining == 0:

@@ -163,38 +163,55 @@ class ShareBatch:
 
     @classmethod
     def from_shares(cls, shares: Iterable[Share]) -> ShareBatch:
-        """Pack Python shares; per-share lengths are recorded only when sizes differ.
+        """Pack Python shares (see ``from_columns``)."""
+        rows = list(shares)
+        if not rows:
+            return cls.from_columns([], [], [], [], [], [], [], [])
+        return cls.from_columns(*zip(*rows))
+
+    @classmethod
+    def from_columns(
+        cls,
+        job_index: Sequence[int],
+        extranonce1: Sequence[bytes],
+        extranonce2: Sequence[bytes],
+        ntime: Sequence[int],
+        nonce: Sequence[int],
+        version_bits: Sequence[int],
+        mask: Sequence[int],
+        share_target: Sequence[int],
+    ) -> ShareBatch:
+        """Pack shares given column by column (``Share``'s fields, in its order);
+        per-share lengths are recorded only when sizes differ.
 
         The usual batch (every share with the same extranonce widths, a few
         distinct targets) is packed with one ``frombuffer`` per column rather
-        than per-row NumPy calls: this runs on the event loop for every batch.
+        than per-row NumPy calls: this runs on the event loop for every batch,
+        and the validator hands its queue over as columns (one ``zip``).
         """
-        rows = list(shares)
-        n = len(rows)
-        e1s = [s.extranonce1 for s in rows]
-        e2s = [s.extranonce2 for s in rows]
-        l1 = [len(e) for e in e1s]
-        l2 = [len(e) for e in e2s]
+        n = len(job_index)
+        l1 = list(map(len, extranonce1))
+        l2 = list(map(len, extranonce2))
         w1 = max(l1, default=0)
         w2 = max(l2, default=0)
         uniform1 = all(x == w1 for x in l1)
         uniform2 = all(x == w2 for x in l2)
         words: dict[int, bytes] = {}
         target_rows = []
-        for s in rows:
-            row = words.get(s.share_target)
+        for t in share_target:
+            row = words.get(t)
             if row is None:
-                row = words[s.share_target] = target_words(s.share_target).tobytes()
+                row = words[t] = target_words(t).tobytes()
             target_rows.append(row)
         targets = np.frombuffer(b"".join(target_rows), dtype=np.uint32).reshape(n, 8).copy()
         return cls(
-            job_index=np.array([s.job_index for s in rows], dtype=np.int32),
-            extranonce1=_pack(e1s, n, w1, uniform1),
-            extranonce2=_pack(e2s, n, w2, uniform2),
-            ntime=np.array([s.ntime for s in rows], dtype=np.int64),
-            nonce=np.array([s.nonce for s in rows], dtype=np.int64),
-            version_bits=np.array([s.version_bits for s in rows], dtype=np.int64),
-            mask=np.array([s.mask for s in rows], dtype=np.int64),
+            job_index=np.array(job_index, dtype=np.int32),
+            extranonce1=_pack(list(extranonce1), n, w1, uniform1),
+            extranonce2=_pack(list(extranonce2), n, w2, uniform2),
+            ntime=np.array(ntime, dtype=np.int64),
+            nonce=np.array(nonce, dtype=np.int64),
+            version_bits=np.array(version_bits, dtype=np.int64),
+            mask=np.array(mask, dtype=np.int64),
             share_target=targets,
             extranonce1_len=None if uniform1 else np.array(l1, dtype=np.uint8),
             extranonce2_len=None if uniform2 else np.array(l2, dtype=np.uint8),
