@@ -365,7 +365,7 @@ class PoolMetrics:
         wait in a dict (``flush_hashrate``, which every reading of the windows
         calls first) and go in at the time of the first of them. A share is
         counted at most that much early, in windows whose buckets are a second
-        or more wide; feeding them per batch was ~10 % of the event loop's work
+        or more wide; feeding them per batch was about 9 % of the event loop's work
         at one share in flight per miner (every batch holds a share of most workers).
         """
         at = time.monotonic() if now is None else now
