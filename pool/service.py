@@ -90,29 +90,23 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-_difficulties: dict[tuple[int, int], tuple[int, float]] = {}
-_by_identity: dict[int, tuple[Fraction, int, float]] = {}
+_difficulties: dict[int, tuple[Fraction, int, float]] = {}
 
 
 def _difficulty(difficulty: Fraction) -> tuple[int, float]:
     """A share difficulty's target and float (for metrics): a connection keeps one
-    difficulty for many shares, so the exact division is done once per difficulty,
-    not per share (keyed by the plain integers: hashing a Fraction costs a modular
-    inverse). Every share of a connection carries the very same object, so the
-    first look-up is by identity (the entry holds the object: its id cannot be reused)."""
-    hit = _by_identity.get(id(difficulty))
+    difficulty for many shares, and every share of it carries the very same
+    object, so the exact division is done once per difficulty object, looked up
+    by identity (the entry holds the object: its id cannot be reused; hashing a
+    Fraction would cost a modular inverse)."""
+    hit = _difficulties.get(id(difficulty))
     if hit is not None and hit[0] is difficulty:
         return hit[1], hit[2]
-    key = (difficulty.numerator, difficulty.denominator)
-    value = _difficulties.get(key)
-    if value is None:
-        if len(_difficulties) >= 4096:
-            _difficulties.clear()
-        value = _difficulties[key] = (difficulty_to_target(difficulty), float(difficulty))
-    if len(_by_identity) >= 4096:
-        _by_identity.clear()
-    _by_identity[id(difficulty)] = (difficulty, *value)
-    return value
+    if len(_difficulties) >= 4096:
+        _difficulties.clear()
+    target, value = difficulty_to_target(difficulty), float(difficulty)
+    _difficulties[id(difficulty)] = (difficulty, target, value)
+    return target, value
 
 
 def share_target(difficulty: Fraction) -> int:

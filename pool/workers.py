@@ -81,7 +81,7 @@ from .metrics import (
 )
 from .network_stats import NetworkTracker
 from .node import NodePool
-from .service import Pool, tune_gc, make_writer, start_node_source
+from .service import Pool, make_writer, start_node_source, tune_gc
 from .storage.db import make_engine, try_upgrade, upgrade
 
 log = logging.getLogger(__name__)
@@ -331,7 +331,8 @@ async def _from_parent(link: Link, pool: Pool, relay: JobRelay, metrics: PoolMet
         elif kind == "message":
             pool.stratum.show_message(str(message[1]))
         elif kind == "ban":
-            pool.stratum.apply_ban(str(message[1]), str(message[2]), *(float(d) for d in message[3:4]))
+            # ("ban", key, reason[, seconds left]): the seconds only when replayed to a restarted worker.
+            pool.stratum.apply_ban(str(message[1]), str(message[2]), float(message[3]) if len(message) > 3 else None)
         elif kind == "stop":
             stop.set()
 

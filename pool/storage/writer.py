@@ -275,12 +275,8 @@ class ShareWriter:
         """On the way out: delete segments whose every record is committed (the
         active one included), so a clean stop leaves nothing to replay."""
         done = [s for s in self.spool.segments if not s.replay and s.entries and s.committed >= s.entries]
-        try:
-            if done:
-                self.store.sync()
-        except OSError as exc:
-            log.error("could not fsync the database (%s); its spool segments are kept and replayed at the next start", exc)
-            done = []
+        if done and not self._synced():
+            done = []  # kept, and replayed at the next start
         for seg in done:
             try:
                 Spool.remove_file(seg)
@@ -352,14 +348,18 @@ class ShareWriter:
                 await self._remove(seg)
 
     async def _durable(self) -> bool:
-        """Make every commit so far survive an OS crash; False if that failed.
+        """``_synced`` in a worker thread."""
+        return await trio.to_thread.run_sync(self._synced)
+
+    def _synced(self) -> bool:
+        """Make every commit so far survive an OS crash; False if that failed (blocking).
 
         Called before a spool segment, the other copy of its records, is
         deleted: SQLite's WAL commits with ``synchronous=NORMAL`` survive a
         crash of the pool but not of the machine until the log is fsynced.
         """
         try:
-            await trio.to_thread.run_sync(self.store.sync)
+            self.store.sync()
         except OSError as exc:
             log.error("could not fsync the database (%s); spool segments are kept until it can be", exc)
             return False
