@@ -58,6 +58,8 @@ from .extranonce import ExtranonceAllocator, SessionRegistry
 from .jobs import JobBook, StratumJob
 from .limits import Limits, TokenBucket
 from .messages import LineBuffer, LineTooLong
+from .poller import Poller
+from .poller import available as poller_available
 from .protocol import (
     AuthorizeRequested,
     Close,
@@ -77,6 +79,10 @@ from .tls import TlsChannel, TlsError, TlsSettings
 log = logging.getLogger(__name__)
 
 _RECV_SIZE = 65536
+#: Where ``_handle_lines`` stopped to wait: the line's index, the events still to
+#: act on (None: the line waits for its message token), the index of the event
+#: that waits, and the seconds the token needs.
+_Stall = tuple[int, "list[Event] | None", int, float]
 #: Junk weight of one over-long line (an undecodable line weighs 1).
 LINE_TOO_LONG_WEIGHT = 8.0
 #: accept() errors that mean "out of resources", not "this one connection failed".
@@ -137,6 +143,9 @@ class ServerSettings:
     reuse_port: bool = False
     #: TCP keepalive on accepted sockets: the kernel finds peers that vanished without a FIN.
     keepalive_idle: int = 60
+    #: Plain-TCP connections wait for input parked on one shared epoll, read by one
+    #: task (``poller.py``; Linux), rather than each task waiting on its own socket.
+    shared_reader: bool = True
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,7 @@ class ClientSession:
 
     __slots__ = (
         "bucket",
+        "buffer",
         "closing",
         "cork",
         "connected_at",
@@ -221,6 +231,8 @@ class ClientSession:
         self.connected_at = now
         self.last_line = now
         self.bucket = TokenBucket(limits.max_messages_per_second, limits.message_burst, now)
+        #: Bytes of a line not complete yet (set once the prelude is done).
+        self.buffer: LineBuffer | None = None
 
     @property
     def peer(self) -> str:
@@ -432,6 +444,8 @@ class StratumServer:
         # is already scheduled to take them.
         self._share_queue: list[tuple[ClientSession, object, Share]] = []
         self._batch_scheduled = False
+        #: The shared reader of parked connections (while ``serve`` runs).
+        self._poller: Poller[ClientSession] | None = None
 
     # --- work -------------------------------------------------------------------
     def broadcast(self, job: StratumJob) -> BroadcastResult:
@@ -609,6 +623,8 @@ class StratumServer:
                     backlog=s.listen_backlog,
                     reuse_port=s.reuse_port,
                 )
+            if s.shared_reader and poller_available():
+                self._poller = Poller(self._on_readable)
             self.port = plain[0].getsockname()[1]
             self.tls_port = secure[0].getsockname()[1] if secure else None
             log.info("stratum listening on %s:%s%s", host, self.port, f", stratum+ssl on {self.tls_port}" if secure else "")
@@ -627,6 +643,9 @@ class StratumServer:
             for sock in plain + secure:
                 trio.lowlevel.notify_closing(sock)
                 sock.close()
+            if self._poller is not None:
+                self._poller.close()
+                self._poller = None
 
     async def shutdown(self, *, grace: float = 5.0, timeout: float = 10.0, reconnect: bool = True) -> int:
         """Stop accepting, send client.reconnect, let miners leave, answer every share in flight.
@@ -884,8 +903,9 @@ class StratumServer:
         self.sessions.add(session)
         self._by_proto[proto] = session
         self._counts()
-        buffer = LineBuffer(self.limits.max_line)
+        buffer = session.buffer = LineBuffer(self.limits.max_line)
         sock = session.sock
+        poller = self._poller if session.tls is None else None
         closed = False
         drained = False
         while True:
@@ -893,14 +913,16 @@ class StratumServer:
                 return
             if closed:
                 return
-            # Complete lines are activity; bytes without a newline are not (slowloris).
-            # Moving a deadline re-sorts trio's deadline heap: skip moves of under a
-            # second (the timeouts are minutes), but always honour a nearer one.
-            deadline = self._deadline(session)
-            current = session.scope.deadline
-            if deadline < current or deadline - current > 1.0:
-                session.scope.deadline = deadline
+            self._move_deadline(session)
             data = raw = b""  # hold no buffer while the connection idles
+            if poller is not None:
+                # Parked: the shared reader reads this socket and handles its lines
+                # (``_on_readable``) and wakes us only for what must wait, or to close.
+                assert session.nursery is not None
+                handed = await poller.park(sock.fileno(), session, session.nursery)
+                if handed is None or not await self._resume_lines(session, *handed):
+                    return
+                continue
             # _recv, inlined: one coroutine frame fewer per idle connection.
             waited = False
             if drained:
@@ -936,56 +958,139 @@ class StratumServer:
             if out and not self._send_raw(session, out):
                 return
 
-    async def _lines(self, session: ClientSession, buffer: LineBuffer, data: bytes) -> bool:
-        """The complete lines in ``data``, replies corked into one send; False to close.
+    def _move_deadline(self, session: ClientSession) -> None:
+        # Complete lines are activity; bytes without a newline are not (slowloris).
+        # Moving a deadline re-sorts trio's deadline heap: skip moves of under a
+        # second (the timeouts are minutes), but always honour a nearer one.
+        deadline = self._deadline(session)
+        current = session.scope.deadline
+        if deadline < current or deadline - current > 1.0:
+            session.scope.deadline = deadline
 
-        Lines are handled synchronously; only an event that must wait (an
-        authorization, the in-flight cap, the rate limit) leaves that path,
-        uncorking first so nothing written sits in the cork while we wait.
-        """
+    def _on_readable(self, fd: int, session: ClientSession) -> None:
+        """The shared reader found a parked connection readable: read and handle it here,
+        waking its task only to wait (``_resume_lines``) or to close (None)."""
+        poller = self._poller
+        assert poller is not None
         try:
-            lines = buffer.feed(data)
+            raw = session.sock.recv(_RECV_SIZE)
+        except BlockingIOError:
+            return  # spurious: stay parked
+        except OSError:
+            raw = b""
+        if not raw:
+            poller.wake(fd, None)
+            return
+        buffer = session.buffer
+        assert buffer is not None
+        lines = self._feed(session, buffer, raw)
+        if lines is None:
+            poller.wake(fd, None)
+            return
+        session.cork = []
+        outcome = self._handle_lines(session, lines, 0, None, trio.current_time(), False)
+        if not poller.parked(fd):  # dropped while its lines were handled (a ban, a failed send)
+            return
+        if outcome is True:
+            if self._uncork(session):
+                self._move_deadline(session)
+                return
+            outcome = False
+        poller.wake(fd, None if outcome is False else (lines, outcome))
+
+    def _feed(self, session: ClientSession, buffer: LineBuffer, data: bytes) -> list[bytes] | None:
+        """The complete lines in ``data`` (None: an over-long line, close)."""
+        try:
+            return buffer.feed(data)
         except LineTooLong as exc:
             self.stats["closed-line-too-long"] += 1
             log.info("closing %s: %s", session.peer, exc)
             if self.abuse.junk(session.host, trio.current_time(), LINE_TOO_LONG_WEIGHT):
                 self._ban(session.host, "junk")
+            return None
+
+    async def _lines(self, session: ClientSession, buffer: LineBuffer, data: bytes) -> bool:
+        """The complete lines in ``data``, replies corked into one send; False to close."""
+        lines = self._feed(session, buffer, data)
+        if lines is None:
             return False
+        session.cork = []
+        outcome = self._handle_lines(session, lines, 0, None, trio.current_time(), False)
+        if outcome is True:
+            return self._uncork(session)
+        if outcome is False:
+            return False
+        return await self._resume_lines(session, lines, outcome)
+
+    def _handle_lines(
+        self, session: ClientSession, lines: list[bytes], k: int, events: list[Event] | None, now: float, taken: bool
+    ) -> _Stall | bool:
+        """Handle ``lines[k:]`` in order, replies corked, as far as can be done without waiting.
+
+        ``events``: line ``k``'s events still to act on (None: line ``k`` is yet
+        to be read); ``taken``: line ``k``'s message token is already taken.
+        True when every line is handled (the cork still holds the replies);
+        False to close; else where to wait (``_resume_lines`` does the waiting).
+        """
         proto = session.proto
         assert proto is not None
-        session.cork = []
-        now = trio.current_time()
-        for line in lines:
-            wait = session.bucket.take(now)
-            if wait > 0:
-                # Over the message rate: stop reading this connection for a while
-                # (TCP back-pressure reaches the sender; nobody else waits).
-                self.stats["throttled"] += 1
-                if not self._uncork(session):
+        count = len(lines)
+        while k < count:
+            if events is None:
+                if not taken:
+                    wait = session.bucket.take(now)
+                    if wait > 0:
+                        # Over the message rate: stop reading this connection for a while
+                        # (TCP back-pressure reaches the sender; nobody else waits).
+                        self.stats["throttled"] += 1
+                        return (k, None, 0, wait)
+                taken = False
+                session.last_line = now
+                bad = proto.bad_lines
+                events = proto.receive_line(lines[k], now)
+                if proto.bad_lines > bad and self.abuse.junk(session.host, now):
+                    self._ban(session.host, "junk")
+                    self._uncork(session)
                     return False
-                await trio.sleep(wait)
-                session.cork = []
-                now = trio.current_time()
-            session.last_line = now
-            bad = proto.bad_lines
-            events = proto.receive_line(line, now)
-            if proto.bad_lines > bad and self.abuse.junk(session.host, now):
-                self._ban(session.host, "junk")
-                self._uncork(session)
-                return False
-            while events:
-                i = self._act(session, events)
-                if i == len(events):
-                    break
-                follow = None if i < 0 else await self._act_waiting(session, events[i])
-                if follow is None:
+            i = self._act(session, events)
+            if i != len(events):
+                if i < 0:
                     self._uncork(session)  # e.g. the error reply before a close
                     self._sync_working(session)
                     return False
-                events = follow + events[i + 1 :]
-                now = trio.current_time()
+                return (k, events, i, 0.0)
+            events = None
             self._sync_working(session)
-        return self._uncork(session)
+            k += 1
+        return True
+
+    async def _resume_lines(self, session: ClientSession, lines: list[bytes], stall: _Stall) -> bool:
+        """Wait where ``_handle_lines`` stopped, then handle the rest; False to close.
+
+        Uncorks first, so nothing written sits in the cork while we wait.
+        """
+        proto = session.proto
+        assert proto is not None
+        while True:
+            k, events, i, wait = stall
+            if not self._uncork(session):
+                return False
+            if events is None:  # the message rate: line k waits for its token
+                await trio.sleep(wait)
+                session.cork = []
+                outcome = self._handle_lines(session, lines, k, None, trio.current_time(), True)
+            else:
+                follow = await self._act_waiting(session, events[i])
+                if follow is None:
+                    self._uncork(session)
+                    self._sync_working(session)
+                    return False
+                outcome = self._handle_lines(session, lines, k, follow + events[i + 1 :], trio.current_time(), False)
+            if outcome is True:
+                return self._uncork(session)
+            if outcome is False:
+                return False
+            stall = outcome
 
     def _send_raw(self, session: ClientSession, data: bytes) -> bool:
         if session.write_raw(data):

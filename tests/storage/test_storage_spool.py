@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import pickle
+import struct
+import zlib
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,6 +29,19 @@ from pool.storage.spool import (
     segment_name,
 )
 from tests.storage.helpers import make_share
+
+def frame_payloads(data: bytes) -> list[bytes]:
+    """The payloads of a segment's frames, read with the framing spelled out here
+    (length and CRC32, little-endian) rather than through the spool's reader."""
+    out, pos = [], 0
+    while pos < len(data):
+        length, crc = struct.unpack_from("<II", data, pos)
+        payload = data[pos + 8 : pos + 8 + length]
+        assert zlib.crc32(payload) == crc
+        out.append(payload)
+        pos += 8 + length
+    return out
+
 
 fractions = st.fractions(min_value=Fraction(1, 10**12), max_value=Fraction(10**15)).filter(lambda f: f > 0)
 names = st.text(min_size=1, max_size=40)
@@ -91,10 +108,37 @@ def test_old_single_record_frames_and_new_multi_frames_mix():
     rows = ShareRows()
     old = b"".join(frame(encode_entry(make_share(i))) for i in range(3))
     new = encode_frames(rows.many([make_share(i) for i in range(3, 10)]))
-    assert new.count(b'["S",') == 1  # seven shares, one frame
+    assert len(frame_payloads(new)) == 1  # seven shares, one frame
     decoded = decode_segment(old + new + old[:7])
     assert [e.share_hash for e in decoded.entries] == [make_share(i).share_hash for i in range(10)]
     assert decoded.torn_bytes == 7 and decoded.corrupt_bytes == 0
+
+
+def test_json_multi_share_frames_of_older_versions_replay():
+    """Before pickled frames, many shares were one JSON frame: "S", then each row as a list."""
+    rows = ShareRows().many([make_share(i) for i in range(5)])
+    old = frame(json.dumps(["S", *map(list, rows)], separators=(",", ":")).encode())
+    new = encode_frames(rows)
+    assert old != new
+    assert decode_segment(old + new).entries == rows + rows
+
+
+def test_pickled_frames_build_plain_values_only():
+    """A frame naming a class (what a crafted pickle needs to run code) is damage, not a record."""
+    rows = ShareRows().many([make_share(i) for i in range(3)])
+    good = encode_frames(rows)
+    assert decode_segment(good).entries == rows
+    assert pickle.loads(frame_payloads(good)[0]) == ("S", [tuple(r) for r in rows])
+    for hostile in (
+        ("S", [Fraction(1, 3)]),  # any class at all, even a harmless one
+        ("S", rows),  # NamedTuples pickle by class too
+    ):
+        bad = frame(pickle.dumps(hostile, 5))
+        decoded = decode_segment(good + bad)
+        assert decoded.entries == rows and decoded.corrupt_bytes == len(bad)
+    for wrong in (("X", []), ("S", ("a",)), ("S", [("too", "short")])):
+        decoded = decode_segment(frame(pickle.dumps(wrong, 5)))
+        assert decoded.entries == [] and decoded.corrupt_bytes > 0, wrong
 
 
 def test_torn_multi_share_frame_drops_the_whole_call():
@@ -173,7 +217,7 @@ async def test_append_many_is_one_frame_and_one_wait(tmp_path: Path):
     await _with_spool(spool, body)
     assert len(durable) == 500 == spool.appended and spool.fsyncs <= 10
     data = b"".join(p.read_bytes() for p in sorted(tmp_path.glob("seg-*")))
-    assert data.count(b'["S",') == 50  # one frame per call
+    assert len(frame_payloads(data)) == 50  # one frame per call
     decoded = decode_segment(data)
     assert sorted(e.share_hash for e in decoded.entries) == sorted(make_share(i).share_hash for i in range(500))
     hashes = [e.share_hash for e in decoded.entries]
