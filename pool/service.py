@@ -45,6 +45,8 @@ from .storage.records import ShareRow, ShareRows
 from .storage.writer import ShareWriter, SpoolError, SpoolFull
 
 log = logging.getLogger(__name__)
+# Builds a NamedTuple (a stored share row) without its Python-level __new__.
+_tuple_new = tuple.__new__
 
 # A share the pool cannot make durable is refused, never acknowledged: explicit back-pressure.
 STORAGE_FULL = StratumError(errors.ErrorCode.OTHER, "Pool storage full: share not recorded, database behind", "storage-full")
@@ -274,9 +276,13 @@ class Pool:
                 results[i] = self._refuse(shares[i], errors.NODE_UNAVAILABLE)
             return results
         self.metrics.share_validation_seconds.observe(time.perf_counter() - started)
-        now = _utcnow()
+        rows = self._rows
+        now_text = rows.time(_utcnow())
+        text = rows.fraction
         records: list[ShareRow] = []
-        recorded: list[tuple[int, Check]] = []
+        recorded: list[int] = []
+        fed: list[tuple[str, str, float, float]] = []
+        best = self._best_hash
         blocks: list[tuple[int, Check]] = []
         refused: StratumError | None = None
         for i, check in zip(checked, checks):
@@ -290,10 +296,20 @@ class Pool:
             elif not check.meets_share:
                 results[i] = self._refuse(share, errors.LOW_DIFFICULTY)
             else:
+                # The stored row and the metrics' figures in one pass (``_share_record``
+                # and ``_accepted``, inlined: this loop runs for every share).
                 job = jobs[i]
                 assert job is not None
-                records.append(self._share_record(share, job, check.block_hash, False, now))
-                recorded.append((i, check))
+                address, worker = split_username(share.worker)
+                difficulty, network = share.difficulty, job_network_difficulty(job.network_target)
+                records.append(_tuple_new(ShareRow, (
+                    check.block_hash[::-1].hex(), address, worker, job.job_id, job.height,
+                    text(difficulty), text(network), False, now_text,
+                )))
+                recorded.append(i)
+                fed.append((address, worker, _difficulty(difficulty)[1], job_network_float(job.network_target)))
+                if check.hash_value < best:
+                    best = check.hash_value
         if blocks:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._block_shares, blocks, shares, jobs, results)
@@ -303,43 +319,31 @@ class Pool:
             refused = await self._record_many(records)
         if records:
             if refused is not None:
-                for i, _check in recorded:
+                for i in recorded:
                     results[i] = refused
             else:
-                self._accepted([(shares[i], jobs[i]) for i, _check in recorded], [check for _i, check in recorded])
+                self._accepted_together(fed, best)
         return results
 
     def _refuse(self, share: Share, error: StratumError) -> StratumError:
         self.share_rejected(share.worker, error)
         return error
 
-    def _accepted(self, shares: list[tuple[Share, Job | None]], checks: list[Check | None], *, is_block: bool = False) -> None:
+    def _accepted_together(self, fed: list[tuple[str, str, float, float]], best: int) -> None:
+        """Metrics for accepted shares of one batch, none a block: ``(address, worker,
+        difficulty, network difficulty)`` each, and the lowest hash among them."""
         metrics = self.metrics
-        metrics.shares_accepted.inc(len(shares))
-        at = time.monotonic()
-        best = self._best_hash
-        fed = []
-        for (share, job), check in zip(shares, checks):
-            assert job is not None and check is not None
-            address, worker = split_username(share.worker)
-            fed.append((address, worker, difficulty_float(share.difficulty), job_network_float(job.network_target)))
-            if check.hash_value < best:
-                best = check.hash_value
-        if is_block:  # closes the round in the effort gauge: one at a time
-            for share, job in shares:
-                assert job is not None
-                address, worker = split_username(share.worker)
-                metrics.share_accepted(
-                    address, worker, share.difficulty, job_network_difficulty(job.network_target), is_block=True, now=at
-                )
-        else:
-            metrics.shares_accepted_together(fed, now=at)
+        metrics.shares_accepted.inc(len(fed))
+        metrics.shares_accepted_together(fed, now=time.monotonic())
         metrics.accepted_difficulty.inc(sum(d for _a, _w, d, _n in fed))
         # (stope_db_queue_depth is sampled by run_sampler, not set per share.)
-        if best < self._best_hash:
-            self._best_hash = best
-            self.best_share = hash_difficulty(best)
-            metrics.best_share_difficulty.set(float(self.best_share))
+        self._best(best)
+
+    def _best(self, hash_value: int) -> None:
+        if hash_value < self._best_hash:
+            self._best_hash = hash_value
+            self.best_share = hash_difficulty(hash_value)
+            self.metrics.best_share_difficulty.set(float(self.best_share))
 
     async def _block_shares(
         self, blocks: list[tuple[int, Check]], shares: Sequence[Share], jobs: list[Job | None], results: list[StratumError | None]
@@ -371,7 +375,13 @@ class Pool:
         if not check.meets_share:  # a block, but below this worker's own difficulty
             results[i] = self._refuse(share, errors.LOW_DIFFICULTY)
             return
-        self._accepted([(share, job)], [Check(verdict.block_hash, verdict.hash_value, True, True)], is_block=True)
+        # Closes the round in the effort gauge: one block at a time, not batched.
+        self.metrics.shares_accepted.inc()
+        self.metrics.share_accepted(
+            address, worker, share.difficulty, job_network_difficulty(job.network_target), is_block=True, now=time.monotonic()
+        )
+        self.metrics.accepted_difficulty.inc(difficulty_float(share.difficulty))
+        self._best(verdict.hash_value)
 
 def _start_metrics_tasks(nursery: trio.Nursery, settings: Settings, pool: Pool, metrics: PoolMetrics) -> None:
     """Gauge sampler, node status poll and (with a pools file) the network concentration tracker."""

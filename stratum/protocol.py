@@ -54,7 +54,6 @@ from .messages import (
 from .vardiff import Vardiff, VardiffSettings
 
 _HEX8 = re.compile(r"^[0-9a-fA-F]{8}$")
-_HEX = re.compile(r"^(?:[0-9a-fA-F]{2})*$")
 _MASK = re.compile(r"^(?:0[xX])?([0-9a-fA-F]{1,8})$")
 _LEGACY_SUGGEST = re.compile(r"^mining\.suggest_difficulty\s*\(\s*([^)]*?)\s*\)$")
 _DIFF1_TARGET = 0xFFFF << 208
@@ -233,6 +232,13 @@ class _Carry:
 
 _new = object.__new__
 _set = object.__setattr__
+
+
+def _send(data: bytes) -> Send:
+    """``Send(data)`` without the frozen dataclass's ``object.__setattr__`` (one per share answered)."""
+    event = _new(Send)
+    _set(event, "__dict__", {"data": data})
+    return event
 
 
 def _new_share(
@@ -701,7 +707,13 @@ class ServerConnection:
         if not (isinstance(job_id, str) and isinstance(en2_hex, str) and isinstance(ntime_hex, str) and isinstance(nonce_hex, str)):
             return self._reject(reply_id, worker, errors.malformed("job id, extranonce2, ntime and nonce must be strings"))
         size = self.settings.extranonce2_size
-        if len(en2_hex) != 2 * size or not _HEX.match(en2_hex):
+        # bytes.fromhex skips whitespace between bytes, so at the expected length the
+        # result is short unless every character is a hex digit (as the regex asks).
+        try:
+            extranonce2: bytes | None = bytes.fromhex(en2_hex) if len(en2_hex) == 2 * size else None
+        except ValueError:
+            extranonce2 = None
+        if extranonce2 is None or len(extranonce2) != size:
             return self._reject(reply_id, worker, errors.BAD_EXTRANONCE2.with_detail(f"expected {size} bytes ({2 * size} hex digits)"))
         book = self.jobs
         # _find, inlined: the miner's share is almost always on a job of the last run.
@@ -741,7 +753,6 @@ class ServerConnection:
                         return self._reject(reply_id, worker, errors.VERSION_ROLLING_OFF)
                     return self._reject(reply_id, worker, errors.BAD_VERSION_BITS.with_detail(f"mask is {mask:08x}"))
         extranonce1 = entry.extranonce1  # type: ignore[union-attr]
-        extranonce2 = bytes.fromhex(en2_hex)
         nonce = int(nonce_hex, 16)
         # Share.duplicate_key, computed here rather than through two properties.
         version = (job.version & ~mask & _U32) | (version_bits & mask)
@@ -779,11 +790,11 @@ class ServerConnection:
         else:
             reply = encode_result(request_id, True)
         if not self.working:
-            return [Send(reply)]
+            return [_send(reply)]
         new = self.vardiff.on_share(now, share.difficulty, self.difficulty, self.network_difficulty)
         if new is None:
-            return [Send(reply)]
-        return [Send(reply), *self._change_difficulty(new, now)]
+            return [_send(reply)]
+        return [_send(reply), *self._change_difficulty(new, now)]
 
     # --- difficulty and jobs ---------------------------------------------------
     def _change_difficulty(self, new: Fraction, now: float, *, reissue: bool = True) -> list[Event]:

@@ -431,6 +431,9 @@ ERROR_CASES = [
     # (description, submit params after the worker, expected code, expected message start)
     ("extranonce2 too short", ["1", "0000", "6553f100", "00000001"], 20, "Incorrect size of extranonce2"),
     ("extranonce2 not hex", ["1", "0000zz00", "6553f100", "00000001"], 20, "Incorrect size of extranonce2"),
+    ("extranonce2 with spaces", ["1", "00 11 22", "6553f100", "00000001"], 20, "Incorrect size of extranonce2"),
+    ("extranonce2 with a tab", ["1", "\t0011223", "6553f100", "00000001"], 20, "Incorrect size of extranonce2"),
+    ("extranonce2 in other digits", ["1", "\u0660" * 8, "6553f100", "00000001"], 20, "Incorrect size of extranonce2"),
     ("unknown job", ["ffff", "00000000", "6553f100", "00000001"], 21, "Job not found"),
     ("ntime not hex", ["1", "00000000", "6553f1", "00000001"], 20, "Malformed request: ntime"),
     ("ntime out of range", ["1", "00000000", f"{NTIME + 8000:08x}", "00000001"], 20, "ntime out of range"),
