@@ -254,15 +254,19 @@ class Pool:
         jobs: list[Job | None] = []
         submits = []
         checked: list[int] = []
+        known = self.jobs.jobs
+        difficulties = _difficulties
         for i, share in enumerate(shares):
-            job = self.jobs.get(share.job.job_id)
+            job = known.get(share.job.job_id)
             jobs.append(job)
             if job is None:
                 results[i] = self._refuse(share, errors.UNKNOWN_JOB)
                 continue
+            d = share.difficulty
+            hit = difficulties.get(id(d))  # _difficulty, inlined
             submits.append((
                 job.job_id, share.extranonce1, share.extranonce2, share.ntime, share.nonce,
-                share.version_bits, share.version_mask, share_target(share.difficulty),
+                share.version_bits, share.version_mask, hit[1] if hit is not None and hit[0] is d else share_target(d),
             ))
             checked.append(i)
         if not submits:
@@ -282,7 +286,7 @@ class Pool:
         records: list[ShareRow] = []
         recorded: list[int] = []
         fed: list[tuple[str, str, float, float]] = []
-        best = self._best_hash
+        best: bytes | None = None  # the lowest hash, big-endian: bytes compare as the numbers do
         blocks: list[tuple[int, Check]] = []
         refused: StratumError | None = None
         for i, check in zip(checked, checks):
@@ -302,14 +306,15 @@ class Pool:
                 assert job is not None
                 address, worker = split_username(share.worker)
                 difficulty, network = share.difficulty, job_network_difficulty(job.network_target)
+                display = check.block_hash[::-1]
                 records.append(_tuple_new(ShareRow, (
-                    check.block_hash[::-1].hex(), address, worker, job.job_id, job.height,
+                    display.hex(), address, worker, job.job_id, job.height,
                     text(difficulty), text(network), False, now_text,
                 )))
                 recorded.append(i)
                 fed.append((address, worker, _difficulty(difficulty)[1], job_network_float(job.network_target)))
-                if check.hash_value < best:
-                    best = check.hash_value
+                if best is None or display < best:
+                    best = display
         if blocks:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._block_shares, blocks, shares, jobs, results)
@@ -322,7 +327,8 @@ class Pool:
                 for i in recorded:
                     results[i] = refused
             else:
-                self._accepted_together(fed, best)
+                assert best is not None
+                self._accepted_together(fed, int.from_bytes(best, "big"))
         return results
 
     def _refuse(self, share: Share, error: StratumError) -> StratumError:

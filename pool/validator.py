@@ -32,9 +32,14 @@ class Check(NamedTuple):
     """The checker's answer for one share (a tuple: one is made per share, on the loop)."""
 
     block_hash: bytes  # internal order
-    hash_value: int
     meets_share: bool
     meets_network: bool
+
+    @property
+    def hash_value(self) -> int:
+        """The hash as the integer compared with targets (computed on demand: the share
+        path compares the hashes as big-endian bytes instead)."""
+        return int.from_bytes(self.block_hash, "little")
 
 
 class ValidationFailed(Exception):
@@ -165,11 +170,10 @@ class BatchValidator:
                     ticket.done.set()
             return
         hashes = result.block_hash.tobytes()
-        values = result.hash_values()
         meets_share = result.meets_share.tolist()
         meets_network = result.meets_network.tolist()
         for k, (ticket, i, *_) in enumerate(batch):
-            ticket.results[i] = _tuple_new(Check, (hashes[32 * k : 32 * k + 32], values[k], meets_share[k], meets_network[k]))
+            ticket.results[i] = _tuple_new(Check, (hashes[32 * k : 32 * k + 32], meets_share[k], meets_network[k]))
             ticket.remaining -= 1
             if ticket.remaining == 0:
                 ticket.done.set()

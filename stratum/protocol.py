@@ -232,6 +232,8 @@ class _Carry:
 
 _new = object.__new__
 _set = object.__setattr__
+_fromhex = bytes.fromhex
+_from_bytes = int.from_bytes
 
 
 def _send(data: bytes) -> Send:
@@ -710,7 +712,7 @@ class ServerConnection:
         # bytes.fromhex skips whitespace between bytes, so at the expected length the
         # result is short unless every character is a hex digit (as the regex asks).
         try:
-            extranonce2: bytes | None = bytes.fromhex(en2_hex) if len(en2_hex) == 2 * size else None
+            extranonce2: bytes | None = _fromhex(en2_hex) if len(en2_hex) == 2 * size else None
         except ValueError:
             extranonce2 = None
         if extranonce2 is None or len(extranonce2) != size:
@@ -732,13 +734,24 @@ class ServerConnection:
                 return self._reject(reply_id, worker, errors.UNKNOWN_JOB)
         elif book.get(job.job_id) is None:
             return self._reject(reply_id, worker, errors.UNKNOWN_JOB)
-        if not _HEX8.match(ntime_hex):
+        # 8 hex digits, as for extranonce2: 4 bytes from fromhex at that length means
+        # every character is a hex digit (int(x, 16) would take "0x", signs, "_").
+        try:
+            raw = _fromhex(ntime_hex) if len(ntime_hex) == 8 else b""
+        except ValueError:
+            raw = b""
+        if len(raw) != 4:
             return self._reject(reply_id, worker, errors.malformed("ntime must be 8 hex digits"))
-        ntime = int(ntime_hex, 16)
+        ntime = _from_bytes(raw, "big")
         if not job.ntime_min <= ntime <= job.ntime_max:
             return self._reject(reply_id, worker, errors.BAD_NTIME)
-        if not _HEX8.match(nonce_hex):
+        try:
+            raw = _fromhex(nonce_hex) if len(nonce_hex) == 8 else b""
+        except ValueError:
+            raw = b""
+        if len(raw) != 4:
             return self._reject(reply_id, worker, errors.malformed("nonce must be 8 hex digits"))
+        nonce = _from_bytes(raw, "big")
         requested = self.requested_mask
         mask = 0 if requested is None else self.pool_version_mask & requested
         version_bits = 0
@@ -753,7 +766,6 @@ class ServerConnection:
                         return self._reject(reply_id, worker, errors.VERSION_ROLLING_OFF)
                     return self._reject(reply_id, worker, errors.BAD_VERSION_BITS.with_detail(f"mask is {mask:08x}"))
         extranonce1 = entry.extranonce1  # type: ignore[union-attr]
-        nonce = int(nonce_hex, 16)
         # Share.duplicate_key, computed here rather than through two properties.
         version = (job.version & ~mask & _U32) | (version_bits & mask)
         if not book.first_sighting(job.job_id, (extranonce1, extranonce2, ntime, nonce, version)):

@@ -1035,6 +1035,7 @@ class StratumServer:
         proto = session.proto
         assert proto is not None
         count = len(lines)
+        max_pending = self.limits.max_pending_requests
         while k < count:
             if events is None:
                 if not taken:
@@ -1052,6 +1053,13 @@ class StratumServer:
                     self._ban(session.host, "junk")
                     self._uncork(session)
                     return False
+                if len(events) == 1 and type(events[0]) is ShareSubmitted and session.inflight < max_pending:
+                    # The usual line: one share to queue (``_act``'s case, without its
+                    # dispatch; a share does not change whether the miner is working).
+                    self._take_share(session, events[0])  # type: ignore[arg-type]
+                    events = None
+                    k += 1
+                    continue
             i = self._act(session, events)
             if i != len(events):
                 if i < 0:
@@ -1154,14 +1162,6 @@ class StratumServer:
         return follow
 
     def _take_share(self, session: ClientSession, event: ShareSubmitted) -> None:
-        share = event.share
-        if self.work_outdated and not share.stale:
-            share = replace(share, stale=True)
-            self.stats["shares-on-outdated-work"] += 1
-        session.inflight += 1
-        self._queue_share(session, event.request_id, share)
-
-    def _queue_share(self, session: ClientSession, request_id: object, share: Share) -> None:
         """Queue a share for the next batch; the first share of a batch schedules its task.
 
         The task runs in the scheduler's next pass, so it takes every share
@@ -1170,7 +1170,12 @@ class StratumServer:
         its answers in one send. Batches run concurrently, so a slow batch (a
         block being submitted) does not hold up the next.
         """
-        self._share_queue.append((session, request_id, share))
+        share = event.share
+        if self.work_outdated and not share.stale:
+            share = replace(share, stale=True)
+            self.stats["shares-on-outdated-work"] += 1
+        session.inflight += 1
+        self._share_queue.append((session, event.request_id, share))
         if not self._batch_scheduled:
             self._batch_scheduled = True
             # In the server-wide nursery: the verdict (and a block in the share)
