@@ -33,7 +33,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import errors
 from .errors import StratumError
@@ -76,8 +76,7 @@ class AuthorizeRequested:
     password: str
 
 
-@dataclass(frozen=True)
-class Share:
+class Share(NamedTuple):
     """A submit that passed every protocol check; the pool hashes and judges it.
 
     ``job`` is the pool's job (``job.job_id`` is the pool's id even when the
@@ -85,6 +84,9 @@ class Share:
     the difficulty to judge at; ``stale`` means the job is from an older
     chain tip (refuse with ``errors.STALE_JOB`` unless the share solves a
     block).
+
+    A NamedTuple, so the one made per share is built by ``tuple.__new__`` alone
+    (in ``_submit_params``); ``_replace`` makes a changed copy.
     """
 
     worker: str
@@ -232,6 +234,7 @@ class _Carry:
 
 _new = object.__new__
 _set = object.__setattr__
+_tuple_new = tuple.__new__
 _fromhex = bytes.fromhex
 _from_bytes = int.from_bytes
 
@@ -241,41 +244,6 @@ def _send(data: bytes) -> Send:
     event = _new(Send)
     _set(event, "__dict__", {"data": data})
     return event
-
-
-def _new_share(
-    worker: str,
-    job: StratumJob,
-    extranonce1: bytes,
-    extranonce2: bytes,
-    ntime: int,
-    nonce: int,
-    version_bits: int,
-    version_mask: int,
-    difficulty: Fraction,
-    stale: bool,
-    wire_job_id: str,
-) -> Share:
-    """``Share(...)``, without the frozen dataclass's eleven ``object.__setattr__`` calls (a third of the time)."""
-    share = _new(Share)
-    _set(
-        share,
-        "__dict__",
-        {
-            "worker": worker,
-            "job": job,
-            "extranonce1": extranonce1,
-            "extranonce2": extranonce2,
-            "ntime": ntime,
-            "nonce": nonce,
-            "version_bits": version_bits,
-            "version_mask": version_mask,
-            "difficulty": difficulty,
-            "stale": stale,
-            "wire_job_id": wire_job_id,
-        },
-    )
-    return share
 
 
 def parse_difficulty(raw: Any, *, allow_zero: bool = False) -> Fraction | None:
@@ -770,19 +738,13 @@ class ServerConnection:
         version = (job.version & ~mask & _U32) | (version_bits & mask)
         if not book.first_sighting(job.job_id, (extranonce1, extranonce2, ntime, nonce, version)):
             return self._reject(reply_id, worker, errors.DUPLICATE)
-        share = _new_share(
-            worker,
-            job,
-            extranonce1,
-            extranonce2,
-            ntime,
-            nonce,
-            version_bits,
-            mask,
+        # Share(...) without the NamedTuple's Python-level __new__ (fields in its order).
+        share = _tuple_new(Share, (
+            worker, job, extranonce1, extranonce2, ntime, nonce, version_bits, mask,
             entry.difficulty,  # type: ignore[union-attr]
             job.generation < book.generation,  # JobBook.is_stale
             job_id,
-        )
+        ))
         submitted = _new(ShareSubmitted)
         _set(submitted, "__dict__", {"request_id": reply_id, "share": share})
         return [submitted]

@@ -45,7 +45,7 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Protocol
 
@@ -1172,7 +1172,7 @@ class StratumServer:
         """
         share = event.share
         if self.work_outdated and not share.stale:
-            share = replace(share, stale=True)
+            share = share._replace(stale=True)
             self.stats["shares-on-outdated-work"] += 1
         session.inflight += 1
         self._share_queue.append((session, event.request_id, share))
