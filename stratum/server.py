@@ -4,8 +4,18 @@ All protocol decisions live in ``protocol.py``; the pool's decisions
 (is this worker acceptable, is this share valid) come from a ``PoolBackend``.
 Hostile input and abuse are bounded by ``limits.py`` and ``bans.py``.
 
-**One task per connection.** Each connection has exactly one task, its
-reader: it feeds complete lines to the state machine and acts on the events.
+**One task per connection, one reader for all.** Each connection has
+exactly one task. Past its prelude (PROXY header, TLS handshake) a plain-TCP
+connection's task *parks* on the shared reader (``poller.py``: one epoll,
+level-triggered, read by one task): that reader receives each readable
+socket's bytes and handles its lines inline (``_on_readable``), and wakes the
+connection's task only for what must wait (an authorization, the message-rate
+limit, the in-flight cap) or to close. So a share costs no task switch and no
+epoll re-arm; a deadline or a drop cancels the parked task as it would cancel
+a ``wait_readable``. TLS connections (and every connection with
+``shared_reader=False``) read in their own task. Either way the same code
+(``_handle_lines``, ``_resume_lines``) feeds complete lines to the state
+machine and acts on the events.
 Shares are judged in batches, not one task each: the reader queues every
 share it reads, and one batch task, run in the scheduler's next pass, hands
 all the shares every connection read in this pass to the backend at once
