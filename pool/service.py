@@ -289,15 +289,17 @@ class Pool:
         best: bytes | None = None  # the lowest hash, big-endian: bytes compare as the numbers do
         blocks: list[tuple[int, Check]] = []
         refused: StratumError | None = None
-        for i, check in zip(checked, checks):
+        # The checker's answers as columns (Checks): indexed here, no object per share.
+        hashes, meets_share, meets_network, known = bytes(checks.block_hashes), checks.meets_share, checks.meets_network, checks.known
+        for k, i in enumerate(checked):
             share = shares[i]
-            if check is None:  # the job left the validator's window meanwhile
+            if known is not None and not known[k]:  # the job left the validator's window meanwhile
                 results[i] = self._refuse(share, errors.UNKNOWN_JOB)
-            elif check.meets_network:
-                blocks.append((i, check))
+            elif meets_network[k]:
+                blocks.append((i, checks[k]))  # type: ignore[arg-type]
             elif share.stale:
                 results[i] = self._refuse(share, errors.STALE_JOB)
-            elif not check.meets_share:
+            elif not meets_share[k]:
                 results[i] = self._refuse(share, errors.LOW_DIFFICULTY)
             else:
                 # The stored row and the metrics' figures in one pass (``_share_record``
@@ -306,7 +308,7 @@ class Pool:
                 assert job is not None
                 address, worker = split_username(share.worker)
                 difficulty, network = share.difficulty, job_network_difficulty(job.network_target)
-                display = check.block_hash[::-1]
+                display = hashes[32 * k : 32 * k + 32][::-1]
                 records.append(_tuple_new(ShareRow, (
                     display.hex(), address, worker, job.job_id, job.height,
                     text(difficulty), text(network), False, now_text,

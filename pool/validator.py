@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import trio
@@ -46,22 +46,64 @@ class ValidationFailed(Exception):
     """The checker raised on a batch; the shares in it could not be judged."""
 
 
+class Checks:
+    """The answers to one ``check_many`` call, column by column: the checker's
+    output arrays are copied in by slice (no object per share on the loop).
+
+    ``checks[i]`` is share ``i``'s ``Check``, or None if its job was unknown here.
+    """
+
+    __slots__ = ("block_hashes", "known", "meets_network", "meets_share")
+
+    def __init__(self, n: int) -> None:
+        #: Every share's hash, 32 bytes each, internal order.
+        self.block_hashes = bytearray(32 * n)
+        self.meets_share: list[bool] = [False] * n
+        self.meets_network: list[bool] = [False] * n
+        #: Which shares' jobs were known (None: all of them).
+        self.known: list[bool] | None = None
+
+    def __len__(self) -> int:
+        return len(self.meets_share)
+
+    def __iter__(self) -> Iterator[Check | None]:
+        return (self[i] for i in range(len(self)))
+
+    def __getitem__(self, i: int) -> Check | None:
+        if self.known is not None and not self.known[i]:
+            return None
+        return _tuple_new(Check, (bytes(self.block_hashes[32 * i : 32 * i + 32]), self.meets_share[i], self.meets_network[i]))
+
+
 class _Ticket:
     """One ``check_many`` call: woken once every one of its shares is judged."""
 
-    __slots__ = ("done", "error", "remaining", "results")
+    __slots__ = ("checks", "done", "error", "remaining")
 
     def __init__(self, n: int) -> None:
-        self.results: list[Check | None] = [None] * n
+        self.checks = Checks(n)
         self.remaining = n
         self.error: str | None = None
         self.done = trio.Event()
 
 
-# A queued share: its ticket, its index in the ticket, its job, then its fields in
-# ``pool.checker.Share`` order after job_index (extranonce1, extranonce2, ntime,
-# nonce, version bits, mask, share target).
-_Queued = tuple[Any, ...]
+class _Chunk(NamedTuple):
+    """Consecutive shares of one ticket, from position ``start``: their checker jobs
+    and their fields as columns (``pool.checker.Share`` order after job_index)."""
+
+    ticket: _Ticket
+    start: int
+    jobs: list[CheckerJob]
+    columns: list[Sequence[Any]]
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return len(self.jobs)
+
+    def split(self, n: int) -> tuple[_Chunk, _Chunk]:
+        return (
+            _Chunk(self.ticket, self.start, self.jobs[:n], [c[:n] for c in self.columns]),
+            _Chunk(self.ticket, self.start + n, self.jobs[n:], [c[n:] for c in self.columns]),
+        )
 
 
 class BatchValidator:
@@ -77,7 +119,8 @@ class BatchValidator:
         self.deadline = deadline
         self._jobs: OrderedDict[str, CheckerJob] = OrderedDict()
         self._keep_jobs = keep_jobs
-        self._queue: list[_Queued] = []
+        self._queue: list[_Chunk] = []
+        self._queued = 0  # shares in the queue
         self._arrived = trio.Event()
         self._full = trio.Event()
         self.batches = 0
@@ -99,90 +142,128 @@ class BatchValidator:
         """One share (see ``check_many``); raises KeyError for a job it does not know."""
         if job_id not in self._jobs:
             raise KeyError(job_id)
-        (result,) = await self.check_many([(job_id, extranonce1, extranonce2, ntime, nonce, version_bits, mask, share_target)])
+        result = (await self.check_many([(job_id, extranonce1, extranonce2, ntime, nonce, version_bits, mask, share_target)]))[0]
         assert result is not None  # its job was known when it was queued
         return result
 
-    async def check_many(self, submits: Sequence[tuple[str, bytes, bytes, int, int, int, int, int]]) -> list[Check | None]:
-        """Judge many shares with one wait; None for a share whose job is unknown here.
+    async def check_many(self, submits: Sequence[tuple[str, bytes, bytes, int, int, int, int, int]]) -> Checks:
+        """Judge many shares ``(job_id, extranonce1, extranonce2, ntime, nonce,
+        version_bits, mask, share_target)`` with one wait; a share whose job is
+        unknown here gets None.
 
         Raises ``ValidationFailed`` if the checker failed on a batch holding any of them.
         """
-        ticket = _Ticket(len(submits))
-        jobs = self._jobs
-        queue = self._queue
-        for i, (job_id, e1, e2, ntime, nonce, bits, mask, target) in enumerate(submits):
-            job = jobs.get(job_id)
-            if job is None:
-                ticket.remaining -= 1
-                continue
-            queue.append((ticket, i, job, e1, e2, ntime, nonce, bits, mask, target))
-        if ticket.remaining == 0:
-            return ticket.results
+        n = len(submits)
+        ticket = _Ticket(n)
+        if not n:
+            return ticket.checks
+        job_ids, *columns = zip(*submits)  # one C-level transpose
+        jobs = list(map(self._jobs.get, job_ids))
+        if None in jobs:  # rare: a job that left the window; those shares are not queued
+            known = [job is not None for job in jobs]
+            ticket.checks.known = known
+            kept = [k for k in range(n) if known[k]]
+            ticket.remaining = len(kept)
+            if not kept:
+                return ticket.checks
+            # One chunk per run of known shares (chunks are consecutive in the ticket).
+            runs: list[tuple[int, int]] = []
+            for k in kept:
+                if runs and runs[-1][1] == k:
+                    runs[-1] = (runs[-1][0], k + 1)
+                else:
+                    runs.append((k, k + 1))
+            chunks = [_Chunk(ticket, a, jobs[a:b], [c[a:b] for c in columns]) for a, b in runs]  # type: ignore[misc]
+        else:
+            chunks = [_Chunk(ticket, 0, jobs, columns)]  # type: ignore[arg-type]
+        for chunk in chunks:
+            self._queue.append(chunk)
+            self._queued += len(chunk)
         self._arrived.set()
-        if len(queue) >= self.max_batch:
+        if self._queued >= self.max_batch:
             self._full.set()
         await ticket.done.wait()
         if ticket.error is not None:
             raise ValidationFailed(ticket.error)
-        return ticket.results
+        return ticket.checks
 
     async def run(self) -> None:
         while True:
             await self._arrived.wait()
-            if len(self._queue) < self.max_batch:
+            if self._queued < self.max_batch:
                 with trio.move_on_after(self.deadline):
                     await self._full.wait()
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            batch = self._take(self.max_batch)
             self._arrived = trio.Event()
             self._full = trio.Event()
             if self._queue:
                 self._arrived.set()
-                if len(self._queue) >= self.max_batch:
+                if self._queued >= self.max_batch:
                     self._full.set()
             await self._flush(batch)
 
-    async def _flush(self, batch: list[_Queued]) -> None:
-        index: dict[int, int] = {}
-        jobs: list[CheckerJob] = []
-        job_index: list[int] = []
-        for entry in batch:
-            job = entry[2]
-            k = index.get(id(job))
-            if k is None:
-                k = index[id(job)] = len(jobs)
-                jobs.append(job)
-            job_index.append(k)
-        try:
-            # The queue's share fields, column by column (one C-level transpose).
-            _tickets, _indexes, _jobs, *columns = zip(*batch)
-            packed = ShareBatch.from_columns(job_index, *columns)
-            if len(batch) <= self.inline_batch:
-                result = self.checker.check(packed, jobs)  # cheaper than a thread hop
+    def _take(self, limit: int) -> list[_Chunk]:
+        """Queued chunks holding up to ``limit`` shares (the last one split if need be)."""
+        batch: list[_Chunk] = []
+        room = limit
+        queue = self._queue
+        while queue and room:
+            chunk = queue[0]
+            if len(chunk) > room:
+                chunk, queue[0] = chunk.split(room)
             else:
-                result = await trio.to_thread.run_sync(self.checker.check, packed, jobs)
+                del queue[0]
+            batch.append(chunk)
+            room -= len(chunk)
+        self._queued -= limit - room
+        return batch
+
+    async def _flush(self, batch: list[_Chunk]) -> None:
+        size = sum(map(len, batch))
+        try:
+            jobs: list[CheckerJob] = []
+            columns: list[list[Any]] = [[] for _ in range(7)]
+            for chunk in batch:
+                jobs += chunk.jobs
+                for column, part in zip(columns, chunk.columns):
+                    column += part
+            # Checker jobs numbered in order of appearance (dict.fromkeys keeps it; C speed).
+            distinct = list(dict.fromkeys(jobs))  # (CheckerJob hashes by identity)
+            job_index = list(map({job: k for k, job in enumerate(distinct)}.__getitem__, jobs)) if len(distinct) > 1 else [0] * size
+            packed = ShareBatch.from_columns(job_index, *columns)
+            if size <= self.inline_batch:
+                result = self.checker.check(packed, distinct)  # cheaper than a thread hop
+            else:
+                result = await trio.to_thread.run_sync(self.checker.check, packed, distinct)
         except Exception as exc:  # noqa: BLE001 - a checker bug must fail these shares, not the pool
-            log.exception("checker failed on a batch of %d shares", len(batch))
-            for ticket, *_ in batch:
+            log.exception("checker failed on a batch of %d shares", size)
+            for chunk in batch:
+                ticket = chunk.ticket
                 ticket.error = repr(exc)
-                ticket.remaining -= 1
+                ticket.remaining -= len(chunk)
                 if ticket.remaining == 0:
                     ticket.done.set()
             return
         hashes = result.block_hash.tobytes()
         meets_share = result.meets_share.tolist()
         meets_network = result.meets_network.tolist()
-        for k, (ticket, i, *_) in enumerate(batch):
-            ticket.results[i] = _tuple_new(Check, (hashes[32 * k : 32 * k + 32], meets_share[k], meets_network[k]))
-            ticket.remaining -= 1
+        at = 0
+        for chunk in batch:  # slices into each ticket's columns: no per-share work here
+            ticket, start, n = chunk.ticket, chunk.start, len(chunk)
+            checks = ticket.checks
+            checks.block_hashes[32 * start : 32 * (start + n)] = hashes[32 * at : 32 * (at + n)]
+            checks.meets_share[start : start + n] = meets_share[at : at + n]
+            checks.meets_network[start : start + n] = meets_network[at : at + n]
+            at += n
+            ticket.remaining -= n
             if ticket.remaining == 0:
                 ticket.done.set()
         self.batches += 1
-        self.checked += len(batch)
+        self.checked += size
 
 
 def make_checker(backend: str, threads: int) -> Checker:
     return Checker(backend=backend, threads=threads)  # type: ignore[arg-type]
 
 
-__all__ = ["BatchValidator", "Check", "ValidationFailed", "make_checker"]
+__all__ = ["BatchValidator", "Check", "Checks", "ValidationFailed", "make_checker"]

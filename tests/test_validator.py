@@ -109,7 +109,7 @@ async def test_check_many_judges_a_whole_batch_with_one_wait():
     validator.add_job(job)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(validator.run)
-        results = await validator.check_many(submits)
+        results = list(await validator.check_many(submits))
         nursery.cancel_scope.cancel()
     assert results[17] is None
     del results[17]
@@ -121,3 +121,47 @@ async def test_check_many_judges_a_whole_batch_with_one_wait():
         assert got.hash_value == ref.hash_value
         assert got.meets_share == (ref.hash_value <= target)
     assert any(r.meets_share for r in results) and not all(r.meets_share for r in results)
+
+
+async def test_concurrent_calls_split_across_batches_keep_every_answer_in_place():
+    """Calls of many sizes at once, unknown jobs among their shares, batches far
+    smaller than the calls (every call split across several): each share's answer
+    is the scalar reference's, at its own position in its own call."""
+    job = _job()
+    rng = random.Random(12)
+    difficulty = Fraction(1, 2**28)
+    target = difficulty_to_target(difficulty)
+    validator = BatchValidator(Checker(backend="numba"), max_batch=7, deadline=0.001)
+    validator.add_job(job)
+    calls = []
+    for size in (1, 5, 7, 8, 23, 40):
+        shares = [_share(job, rng, difficulty) for _ in range(size)]
+        submits = [
+            (job.job_id, s.extranonce1, s.extranonce2, s.ntime, s.nonce, s.version_bits, s.version_mask, target) for s in shares
+        ]
+        unknown = set(rng.sample(range(size), size // 4))
+        for k in unknown:
+            submits[k] = ("gone", *submits[k][1:])
+        calls.append((shares, submits, unknown))
+    answers: dict[int, list] = {}
+
+    async def call(c: int) -> None:
+        answers[c] = list(await validator.check_many(calls[c][1]))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(validator.run)
+        async with trio.open_nursery() as callers:
+            for c in range(len(calls)):
+                callers.start_soon(call, c)
+        nursery.cancel_scope.cancel()
+    assert validator.checked == sum(len(s) - len(u) for s, _, u in calls)
+    assert validator.batches >= validator.checked // 7
+    for c, (shares, _submits, unknown) in enumerate(calls):
+        assert len(answers[c]) == len(shares)
+        for k, (share, got) in enumerate(zip(shares, answers[c])):
+            if k in unknown:
+                assert got is None
+                continue
+            ref = judge_share(job, share)
+            assert got is not None and got.block_hash == ref.block_hash and got.hash_value == ref.hash_value
+            assert got.meets_share == (ref.hash_value <= target)
