@@ -254,10 +254,10 @@ class Pool:
         jobs: list[Job | None] = []
         submits = []
         checked: list[int] = []
-        known = self.jobs.jobs
+        live_jobs = self.jobs.jobs
         difficulties = _difficulties
         for i, share in enumerate(shares):
-            job = known.get(share.job.job_id)
+            job = live_jobs.get(share.job.job_id)
             jobs.append(job)
             if job is None:
                 results[i] = self._refuse(share, errors.UNKNOWN_JOB)
@@ -302,8 +302,8 @@ class Pool:
             elif not meets_share[k]:
                 results[i] = self._refuse(share, errors.LOW_DIFFICULTY)
             else:
-                # The stored row and the metrics' figures in one pass (``_share_record``
-                # and ``_accepted``, inlined: this loop runs for every share).
+                # The stored row (``_share_record``, inlined: this loop runs for every
+                # share) and the metrics' figures, in one pass.
                 job = jobs[i]
                 assert job is not None
                 address, worker = split_username(share.worker)

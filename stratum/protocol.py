@@ -53,7 +53,6 @@ from .messages import (
 )
 from .vardiff import Vardiff, VardiffSettings
 
-_HEX8 = re.compile(r"^[0-9a-fA-F]{8}$")
 _MASK = re.compile(r"^(?:0[xX])?([0-9a-fA-F]{1,8})$")
 _LEGACY_SUGGEST = re.compile(r"^mining\.suggest_difficulty\s*\(\s*([^)]*?)\s*\)$")
 _DIFF1_TARGET = 0xFFFF << 208
@@ -726,9 +725,13 @@ class ServerConnection:
         if count == 6:
             bits_hex = params[5]
             if bits_hex is not None:
-                if not isinstance(bits_hex, str) or not _HEX8.match(bits_hex):
+                try:
+                    raw = _fromhex(bits_hex) if type(bits_hex) is str and len(bits_hex) == 8 else b""
+                except ValueError:
+                    raw = b""
+                if len(raw) != 4:
                     return self._reject(reply_id, worker, errors.malformed("version bits must be 8 hex digits"))
-                version_bits = int(bits_hex, 16)
+                version_bits = _from_bytes(raw, "big")
                 if version_bits & ~mask & _U32:
                     if requested is None:
                         return self._reject(reply_id, worker, errors.VERSION_ROLLING_OFF)

@@ -444,6 +444,8 @@ ERROR_CASES = [
     ("nonce with an underscore", ["1", "00000000", "6553f100", "0000_001"], 20, "Malformed request: nonce"),
     ("nonce in other digits", ["1", "00000000", "6553f100", "\u0661" * 8], 20, "Malformed request: nonce"),
     ("version bits not hex", ["1", "00000000", "6553f100", "00000001", "xyz"], 20, "Malformed request: version bits"),
+    ("version bits with 0x", ["1", "00000000", "6553f100", "00000001", "0x001000"], 20, "Malformed request: version bits"),
+    ("version bits not a string", ["1", "00000000", "6553f100", "00000001", 4096], 20, "Malformed request: version bits"),
     ("version bits outside mask", ["1", "00000000", "6553f100", "00000001", "00001000"], 20, "Version bits outside the negotiated mask"),
     ("too few params", ["1", "00000000", "6553f100"], 20, "Malformed request: mining.submit takes 5 or 6"),
     ("too many params", ["1", "00000000", "6553f100", "00000001", "00000000", "x"], 20, "Malformed request: mining.submit takes 5 or 6"),
