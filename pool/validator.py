@@ -87,16 +87,19 @@ class _Ticket:
         self.done = trio.Event()
 
 
-class _Chunk(NamedTuple):
+class _Chunk:
     """Consecutive shares of one ticket, from position ``start``: their checker jobs
     and their fields as columns (``pool.checker.Share`` order after job_index)."""
 
-    ticket: _Ticket
-    start: int
-    jobs: list[CheckerJob]
-    columns: list[Sequence[Any]]
+    __slots__ = ("columns", "jobs", "start", "ticket")
 
-    def __len__(self) -> int:  # type: ignore[override]
+    def __init__(self, ticket: _Ticket, start: int, jobs: list[CheckerJob], columns: list[Sequence[Any]]) -> None:
+        self.ticket = ticket
+        self.start = start
+        self.jobs = jobs
+        self.columns = columns
+
+    def __len__(self) -> int:
         return len(self.jobs)
 
     def split(self, n: int) -> tuple[_Chunk, _Chunk]:
