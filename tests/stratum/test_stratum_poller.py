@@ -42,6 +42,19 @@ def _pairs(n: int) -> list[tuple[socket.socket, socket.socket]]:
     return pairs
 
 
+async def _park_all(
+    poller: Poller[socket.socket], pairs: list[tuple[socket.socket, socket.socket]], nursery: trio.Nursery, got: dict[int, object]
+) -> None:
+    """Park a task on our end of every pair (``got[k]``: what pair ``k``'s park returns), until all wait."""
+
+    async def parked(k: int, sock: socket.socket) -> None:
+        got[k] = await poller.park(sock.fileno(), sock, nursery)
+
+    for k, (ours, _theirs) in enumerate(pairs):
+        nursery.start_soon(parked, k, ours)
+    await trio.testing.wait_all_tasks_blocked()
+
+
 def _close(pairs: list[tuple[socket.socket, socket.socket]]) -> None:
     for a, b in pairs:
         a.close()
@@ -60,13 +73,7 @@ async def test_parked_tasks_get_what_the_callback_hands_them_and_the_reader_ends
     poller: Poller[socket.socket] = Poller(on_ready)
     try:
         async with trio.open_nursery() as nursery:
-
-            async def parked(k: int, sock: socket.socket) -> None:
-                got[k] = await poller.park(sock.fileno(), sock, nursery)
-
-            for k, (ours, _theirs) in enumerate(pairs):
-                nursery.start_soon(parked, k, ours)
-            await trio.testing.wait_all_tasks_blocked()
+            await _park_all(poller, pairs, nursery, got)
             assert len(poller) == 200
             for k, (_ours, theirs) in enumerate(pairs):
                 theirs.send(b"%d" % k)
@@ -139,13 +146,7 @@ async def test_a_failing_callback_wakes_its_own_task_only():
     results: dict[int, object] = {}
     try:
         async with trio.open_nursery() as nursery:
-
-            async def parked(k: int, sock: socket.socket) -> None:
-                results[k] = await poller.park(sock.fileno(), sock, nursery)
-
-            for k, (ours, _theirs) in enumerate(pairs):
-                nursery.start_soon(parked, k, ours)
-            await trio.testing.wait_all_tasks_blocked()
+            await _park_all(poller, pairs, nursery, results)
             with pytest.raises(trio.BusyResourceError):
                 await poller.park(pairs[0][0].fileno(), pairs[0][0], nursery)
             pairs[1][1].send(b"boom")
