@@ -183,6 +183,9 @@ class Pool:
         )
         self.submitter = BlockSubmitter(nodes, metrics, writer, in_flight=self.jobs.own_block_in_flight)
         self._rows = ShareRows()  # share -> stored form, with its text caches
+        #: (id(difficulty), id(job)) -> ``_share_constants`` (entries hold both objects,
+        #: so an id is not reused while its entry lives).
+        self._share_consts: dict[tuple[int, int], tuple[object, ...]] = {}
 
     def payout_outputs(self, value: int) -> list[TxOut]:
         return [TxOut(value, self.payout_script)]
@@ -280,17 +283,19 @@ class Pool:
                 results[i] = self._refuse(shares[i], errors.NODE_UNAVAILABLE)
             return results
         self.metrics.share_validation_seconds.observe(time.perf_counter() - started)
-        rows = self._rows
-        now_text = rows.time(_utcnow())
-        text = rows.fraction
+        now_text = self._rows.time(_utcnow())
+        consts = self._share_consts
+        if len(consts) >= 4096:
+            consts.clear()
         records: list[ShareRow] = []
         recorded: list[int] = []
         fed: list[tuple[str, str, float, float]] = []
-        best: bytes | None = None  # the lowest hash, big-endian: bytes compare as the numbers do
+        best: str | None = None  # the lowest hash, as display hex (compares as the numbers do)
         blocks: list[tuple[int, Check]] = []
         refused: StratumError | None = None
         # The checker's answers as columns (Checks): indexed here, no object per share.
-        hashes, meets_share, meets_network, known = bytes(checks.block_hashes), checks.meets_share, checks.meets_network, checks.known
+        meets_share, meets_network, known = checks.meets_share, checks.meets_network, checks.known
+        hexes = checks.display_hex()  # every hash as display hex, in one string
         for k, i in enumerate(checked):
             share = shares[i]
             if known is not None and not known[k]:  # the job left the validator's window meanwhile
@@ -305,16 +310,17 @@ class Pool:
                 # The stored row (``_share_record``, inlined: this loop runs for every
                 # share) and the metrics' figures, in one pass.
                 job = jobs[i]
-                assert job is not None
+                difficulty = share.difficulty
+                # What a share's row and metrics take from its difficulty and job: the
+                # same few pairs recur (a connection's difficulty, the current job).
+                hit = consts.get((id(difficulty), id(job)))
+                if hit is None or hit[0] is not difficulty or hit[1] is not job:
+                    hit = consts[(id(difficulty), id(job))] = self._share_constants(difficulty, job)  # type: ignore[arg-type]
                 address, worker = split_username(share.worker)
-                difficulty, network = share.difficulty, job_network_difficulty(job.network_target)
-                display = hashes[32 * k : 32 * k + 32][::-1]
-                records.append(_tuple_new(ShareRow, (
-                    display.hex(), address, worker, job.job_id, job.height,
-                    text(difficulty), text(network), False, now_text,
-                )))
+                display = hexes[64 * k : 64 * k + 64]
+                records.append(_tuple_new(ShareRow, (display, address, worker, hit[2], hit[3], hit[4], hit[5], False, now_text)))
                 recorded.append(i)
-                fed.append((address, worker, _difficulty(difficulty)[1], job_network_float(job.network_target)))
+                fed.append((address, worker, hit[6], hit[7]))
                 if best is None or display < best:
                     best = display
         if blocks:
@@ -330,8 +336,19 @@ class Pool:
                     results[i] = refused
             else:
                 assert best is not None
-                self._accepted_together(fed, int.from_bytes(best, "big"))
+                self._accepted_together(fed, int(best, 16))
         return results
+
+    def _share_constants(self, difficulty: Fraction, job: Job) -> tuple[object, ...]:
+        """(difficulty, job, job id, height, difficulty text, network difficulty
+        text, difficulty float, network difficulty float): a share row's and the
+        metrics' values that depend only on the share's difficulty and job."""
+        network = job_network_difficulty(job.network_target)
+        text = self._rows.fraction
+        return (
+            difficulty, job, job.job_id, job.height, text(difficulty), text(network),
+            _difficulty(difficulty)[1], job_network_float(job.network_target),
+        )
 
     def _refuse(self, share: Share, error: StratumError) -> StratumError:
         self.share_rejected(share.worker, error)

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 import trio
 
 from .checker import Checker, CheckerJob, ShareBatch
@@ -65,6 +66,11 @@ class Checks:
 
     def __len__(self) -> int:
         return len(self.meets_share)
+
+    def display_hex(self) -> str:
+        """Every hash in display order (byte-reversed) as hex, 64 digits each, in one string."""
+        raw = np.frombuffer(self.block_hashes, dtype=np.uint8).reshape(-1, 32)
+        return raw[:, ::-1].tobytes().hex()
 
     def __iter__(self) -> Iterator[Check | None]:
         return (self[i] for i in range(len(self)))
