@@ -39,7 +39,7 @@ class Check(NamedTuple):
     @property
     def hash_value(self) -> int:
         """The hash as the integer compared with targets (computed on demand: the share
-        path compares the hashes as big-endian bytes instead)."""
+        path compares the hashes as display hex instead)."""
         return int.from_bytes(self.block_hash, "little")
 
 
