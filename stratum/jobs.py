@@ -69,9 +69,17 @@ class JobBook:
 
     One book is shared by every connection of a server.  Duplicates are keyed
     per job across all connections, by everything that determines the header
-    (extranonce1, extranonce2, ntime, nonce, resulting version), so a miner
-    that reconnects (and resumes its extranonce1) and resubmits is caught, and
-    two shares that differ only in rolled version bits are not confused.
+    (extranonce1, extranonce2, ntime, nonce, resulting version: one bytes
+    key, ``protocol.duplicate_key``; the extranonce sizes are fixed per
+    server), so a miner that reconnects (and resumes its extranonce1) and
+    resubmits is caught, and two shares that differ only in rolled version
+    bits are not confused.
+
+    The keys of jobs on an older chain tip are dropped when a job on a newer
+    tip arrives: shares on them are stale, refused uncredited either way, so
+    a repeat of one is answered as stale rather than as a duplicate. What is
+    kept is bounded by the shares since the last block, not by the jobs the
+    book holds (64 jobs at a 30 s refresh would be half an hour of shares).
     """
 
     max_jobs: int = 64
@@ -88,6 +96,10 @@ class JobBook:
 
     def add(self, job: StratumJob) -> None:
         job_id = job.job_id
+        if job.generation > self.generation:  # a new tip: forget the older tips' share keys
+            for old_id, old in self._jobs.items():
+                if old.generation < job.generation:
+                    self._seen.pop(old_id, None)
         self._jobs[job_id] = job
         self._seen.setdefault(job_id, set())
         seq = self._seqs.get(job_id)
@@ -121,8 +133,13 @@ class JobBook:
         return job.generation < self.generation
 
     def first_sighting(self, job_id: str, key: Hashable) -> bool:
-        """Record a share key; False if it was seen before for this job."""
-        seen = self._seen.setdefault(job_id, set())
+        """Record a share key; False if it was seen before for this job (always True
+        for a job of an older tip: its keys are not kept)."""
+        seen = self._seen.get(job_id)
+        if seen is None:
+            if job_id in self._jobs and self._jobs[job_id].generation < self.generation:
+                return True
+            seen = self._seen[job_id] = set()
         if key in seen:
             return False
         seen.add(key)

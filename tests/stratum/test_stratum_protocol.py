@@ -512,6 +512,30 @@ def test_duplicates_are_per_job_across_connections():
     assert error_of(b.submit("1", nonce=1))[0] == 22
 
 
+def test_a_new_tip_drops_the_older_tips_share_keys():
+    """Keys are kept for the current tip's jobs only: a repeat on a job of an older
+    tip is stale (uncredited) rather than a duplicate, and its keys take no memory;
+    duplicates on the current tip are still caught, across a refresh of the same tip."""
+    h = new_harness(SETTINGS)
+    h.start()
+    book = h.conn.jobs
+    assert h.submit("1", nonce=1)["result"] is True
+    assert error_of(h.submit("1", nonce=1))[0] == 22
+    key = h.submitted[0].duplicate_key
+    assert type(key) is bytes and len(key) == 4 + 4 + 12 and key.startswith(h.conn.extranonce1)
+    book.add(make_job(2))  # a refresh on the same tip keeps job 1's keys
+    h.notify(book.current)
+    assert error_of(h.submit("1", nonce=1))[0] == 22
+    assert h.submit("2", nonce=1)["result"] is True
+    book.add(make_job(3, generation=2, clean=True))  # a new tip
+    h.notify(book.current)
+    assert "1" not in book._seen and "2" not in book._seen
+    assert h.submit("1", nonce=1)["result"] is True and h.submitted[-1].stale  # the pool refuses it as stale
+    assert h.submit("1", nonce=1)["result"] is True and "1" not in book._seen  # still not remembered
+    assert h.submit("3", nonce=1)["result"] is True
+    assert error_of(h.submit("3", nonce=1))[0] == 22
+
+
 def test_stale_share_is_flagged_for_the_pool():
     h = new_harness(SETTINGS)
     h.start()
