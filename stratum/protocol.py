@@ -118,8 +118,10 @@ def duplicate_key(extranonce1: bytes, extranonce2: bytes, ntime: int, nonce: int
     return b"".join((extranonce1, extranonce2, ntime.to_bytes(4, "big"), nonce.to_bytes(4, "big"), version.to_bytes(4, "big")))
 
 
-@dataclass(frozen=True)
-class ShareSubmitted:
+class ShareSubmitted(NamedTuple):
+    """A share for the pool to judge (answer with ``share_result``); a NamedTuple,
+    as ``Share``: one is made per submit."""
+
     request_id: Any
     share: Share
 
@@ -681,7 +683,8 @@ class ServerConnection:
         if count != 5 and count != 6:
             return self._reject(reply_id, worker, errors.malformed(f"mining.submit takes 5 or 6 params, got {count}"))
         job_id, en2_hex, ntime_hex, nonce_hex = params[1:5]
-        if not (isinstance(job_id, str) and isinstance(en2_hex, str) and isinstance(ntime_hex, str) and isinstance(nonce_hex, str)):
+        # (type() rather than isinstance(): JSON gives exact strs, and it is cheaper)
+        if not (type(job_id) is str and type(en2_hex) is str and type(ntime_hex) is str and type(nonce_hex) is str):
             return self._reject(reply_id, worker, errors.malformed("job id, extranonce2, ntime and nonce must be strings"))
         size = self.settings.extranonce2_size
         # bytes.fromhex skips whitespace between bytes, so at the expected length the
@@ -757,9 +760,7 @@ class ServerConnection:
             job.generation < book.generation,  # JobBook.is_stale
             job_id,
         ))
-        submitted = _new(ShareSubmitted)
-        _set(submitted, "__dict__", {"request_id": reply_id, "share": share})
-        return [submitted]
+        return [_tuple_new(ShareSubmitted, (reply_id, share))]
 
     @staticmethod
     def _reject(reply_id: Any, worker: str | None, err: StratumError) -> list[Event]:
