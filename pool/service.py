@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from fractions import Fraction
 
 import trio
@@ -111,10 +112,6 @@ def _difficulty(difficulty: Fraction) -> tuple[int, float]:
     return target, value
 
 
-def share_target(difficulty: Fraction) -> int:
-    return _difficulty(difficulty)[0]
-
-
 def difficulty_float(difficulty: Fraction) -> float:
     return _difficulty(difficulty)[1]
 
@@ -185,7 +182,7 @@ class Pool:
         self._rows = ShareRows()  # share -> stored form, with its text caches
         #: (id(difficulty), id(job)) -> ``_share_constants`` (entries hold both objects,
         #: so an id is not reused while its entry lives).
-        self._share_consts: dict[tuple[int, int], tuple[object, ...]] = {}
+        self._share_consts: dict[tuple[int, int], tuple[Any, ...]] = {}
 
     def payout_outputs(self, value: int) -> list[TxOut]:
         return [TxOut(value, self.payout_script)]
@@ -258,7 +255,13 @@ class Pool:
         submits = []
         checked: list[int] = []
         live_jobs = self.jobs.jobs
-        difficulties = _difficulties
+        # What a share's check, row and metrics take from its difficulty and job, looked
+        # up once per share: the same few pairs recur (a connection's difficulty, the
+        # current job). One entry per checked share, in ``checked`` order.
+        consts = self._share_consts
+        if len(consts) >= 4096:
+            consts.clear()
+        hits: list[tuple[Any, ...]] = []
         for i, share in enumerate(shares):
             job = live_jobs.get(share.job.job_id)
             jobs.append(job)
@@ -266,10 +269,13 @@ class Pool:
                 results[i] = self._refuse(share, errors.UNKNOWN_JOB)
                 continue
             d = share.difficulty
-            hit = difficulties.get(id(d))  # _difficulty, inlined
+            hit = consts.get((id(d), id(job)))
+            if hit is None or hit[0] is not d or hit[1] is not job:
+                hit = consts[(id(d), id(job))] = self._share_constants(d, job)
+            hits.append(hit)
             submits.append((
                 job.job_id, share.extranonce1, share.extranonce2, share.ntime, share.nonce,
-                share.version_bits, share.version_mask, hit[1] if hit is not None and hit[0] is d else share_target(d),
+                share.version_bits, share.version_mask, hit[8],
             ))
             checked.append(i)
         if not submits:
@@ -284,9 +290,6 @@ class Pool:
             return results
         self.metrics.share_validation_seconds.observe(time.perf_counter() - started)
         now_text = self._rows.time(_utcnow())
-        consts = self._share_consts
-        if len(consts) >= 4096:
-            consts.clear()
         records: list[ShareRow] = []
         recorded: list[int] = []
         fed: list[tuple[str, str, float, float]] = []
@@ -309,13 +312,7 @@ class Pool:
             else:
                 # The stored row (``_share_record``, inlined: this loop runs for every
                 # share) and the metrics' figures, in one pass.
-                job = jobs[i]
-                difficulty = share.difficulty
-                # What a share's row and metrics take from its difficulty and job: the
-                # same few pairs recur (a connection's difficulty, the current job).
-                hit = consts.get((id(difficulty), id(job)))
-                if hit is None or hit[0] is not difficulty or hit[1] is not job:
-                    hit = consts[(id(difficulty), id(job))] = self._share_constants(difficulty, job)  # type: ignore[arg-type]
+                hit = hits[k]
                 address, worker = split_username(share.worker)
                 display = hexes[64 * k : 64 * k + 64]
                 records.append(_tuple_new(ShareRow, (display, address, worker, hit[2], hit[3], hit[4], hit[5], False, now_text)))
@@ -339,15 +336,16 @@ class Pool:
                 self._accepted_together(fed, int(best, 16))
         return results
 
-    def _share_constants(self, difficulty: Fraction, job: Job) -> tuple[object, ...]:
+    def _share_constants(self, difficulty: Fraction, job: Job) -> tuple[Any, ...]:
         """(difficulty, job, job id, height, difficulty text, network difficulty
-        text, difficulty float, network difficulty float): a share row's and the
-        metrics' values that depend only on the share's difficulty and job."""
+        text, difficulty float, network difficulty float, share target): what a
+        share's check, stored row and metrics take from its difficulty and job."""
         network = job_network_difficulty(job.network_target)
         text = self._rows.fraction
+        target, value = _difficulty(difficulty)
         return (
             difficulty, job, job.job_id, job.height, text(difficulty), text(network),
-            _difficulty(difficulty)[1], job_network_float(job.network_target),
+            value, job_network_float(job.network_target), target,
         )
 
     def _refuse(self, share: Share, error: StratumError) -> StratumError:

@@ -137,7 +137,8 @@ class JobBook:
         for a job of an older tip: its keys are not kept)."""
         seen = self._seen.get(job_id)
         if seen is None:
-            if job_id in self._jobs and self._jobs[job_id].generation < self.generation:
+            job = self._jobs.get(job_id)
+            if job is not None and job.generation < self.generation:
                 return True
             seen = self._seen[job_id] = set()
         if key in seen:
